@@ -1,0 +1,79 @@
+"""Model builder: shape, normalization inside, BatchNorm momentum, inference-mode sanity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import make_dataset
+from train.dataset import scan_dataset
+from train.model import BN_MOMENTUM, build_model, set_batchnorm_momentum
+from train.pipeline import Augmentation, augment_image, load_images
+from train.pipeline import make_dataset as make_tf_dataset
+from train.split import ManifestRow
+
+
+@pytest.mark.parametrize("architecture", ["small", "large"])
+def test_output_is_logits_per_class(architecture: str) -> None:
+    model = build_model(3, 64, architecture)
+    assert model.input_shape == (None, 64, 64, 3)
+    assert model.output_shape == (None, 3)
+    assert model.layers[-1].get_config().get("activation") == "linear"
+    batch = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    assert model.predict(batch, verbose=0).shape == (2, 3)
+
+
+def test_every_batchnorm_uses_the_fast_momentum() -> None:
+    model = build_model(4, 64)
+    every = model._flatten_layers(include_self=False)
+    layers = [layer for layer in every if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(layers) > 30
+    assert {layer.momentum for layer in layers} == {BN_MOMENTUM}
+    assert set_batchnorm_momentum(model, 0.5) == len(layers)
+
+
+def test_preprocessing_is_inside_the_model() -> None:
+    model = build_model(2, 64)
+    names = [layer.name for layer in model._flatten_layers(include_self=False)]
+    assert any("rescaling" in n for n in names)  # the model takes raw 0-255 pixels
+
+
+def test_unknown_architecture_and_missing_weights_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Unknown architecture"):
+        build_model(2, 64, "tiny")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_model(2, 64, init_weights=tmp_path / "none.weights.h5")
+
+
+def test_augmentation_keeps_shape_and_range() -> None:
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    out = np.asarray(augment_image(image, Augmentation()))
+    assert out.shape == (64, 64, 3) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    assert not np.allclose(out, image)  # something changed
+
+
+@pytest.mark.slow
+def test_inference_mode_is_sane_after_a_few_steps(tmp_path: Path) -> None:
+    """The measured pitfall: with momentum 0.999 inference mode predicts one constant class.
+
+    After a few dozen steps on an easy task, the model in inference mode must separate the
+    classes about as well as it does in training mode (batch statistics).
+    """
+    keras.utils.set_random_seed(0)
+    root = make_dataset(tmp_path / "d", per_class=32, size=64)
+    scan = scan_dataset(root)
+    names = [c.name for c in scan.classes]
+    rows = [ManifestRow(r.path, r.sha256, names[r.label], "train", i) for i, r in enumerate(scan.records)]
+    images, labels = load_images(root, rows, 64, names)
+    model = build_model(len(names), 64)
+    model.compile(keras.optimizers.AdamW(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(make_tf_dataset(images, labels, 16, shuffle_seed=0), epochs=6, verbose=0)
+    inference = model.predict(images.astype("float32"), verbose=0).argmax(1)
+    training = np.asarray(model(images.astype("float32"), training=True)).argmax(1)
+    assert len(np.unique(inference)) == len(names), "inference mode collapsed to fewer classes"
+    assert (inference == labels).mean() >= 0.8
+    assert (inference == training).mean() >= 0.8

@@ -1,0 +1,1 @@
+"""Training stage: dataset scan, leakage-free split, MobileNetV3 training and honest metrics."""

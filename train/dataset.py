@@ -1,0 +1,233 @@
+"""Scan a folder-per-class image dataset: class metadata, decoding to RGB, validation.
+
+Any dataset laid out as ``<root>/<class name>/<image files>`` works. Class metadata (display
+name, malignant or not, severity 0-3, description) comes from an optional ``classes.json`` beside
+the class folders; without one, the built-in defaults in ``train/defaults/`` are used when the
+class names match a known dataset (the ALL 4-class set), and plain defaults otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+METADATA_FILE = "classes.json"
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+MIN_IMAGE_SIDE = 32
+
+
+class DatasetError(ValueError):
+    """A problem with the dataset that the user must fix; its message is one clear sentence."""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    id: int
+    name: str
+    display_name: str
+    malignant: bool
+    severity: int
+    description: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: str  # relative to the dataset root, POSIX separators
+    label: int
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass
+class Rejected:
+    path: str
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    classes: list[ClassInfo]
+    records: list[ImageRecord]
+    rejected: list[Rejected] = field(default_factory=list)
+    dataset_name: str = ""
+    citation: list[str] = field(default_factory=list)
+    metadata_source: str = ""
+
+    def class_counts(self) -> dict[str, int]:
+        counts = {c.name: 0 for c in self.classes}
+        for r in self.records:
+            counts[self.classes[r.label].name] += 1
+        return counts
+
+
+def load_rgb(source: str | Path | Image.Image) -> Image.Image:
+    """Open an image and return it as 8-bit RGB, whatever its mode and EXIF orientation.
+
+    Transparency is flattened onto white (a slide background), 16-bit and float images are
+    scaled to 8 bits by their type's range, CMYK and palette images are converted.
+    """
+    image = source if isinstance(source, Image.Image) else Image.open(source)
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def resize_for_model(image: Image.Image, size: int) -> Image.Image:
+    """The resize policy shared by training and the app (recorded in the model card).
+
+    Center-crop to a square on the shorter side, then Pillow bilinear resize (antialiased when
+    shrinking) to ``size`` x ``size``. Cropping keeps cell shapes undistorted.
+    """
+    width, height = image.size
+    side = min(width, height)
+    if (width, height) != (side, side):
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return image
+
+
+RESIZE_POLICY = {
+    "crop": "center_square",
+    "interpolation": "bilinear",
+    "antialias": True,
+    "library": "Pillow",
+    "exif_transpose": True,
+    "color": "RGB, alpha flattened onto white, 16-bit scaled to 8-bit",
+}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _known_defaults(class_names: list[str]) -> tuple[dict, str]:
+    for candidate in sorted(DEFAULTS_DIR.glob("*.json")):
+        data = json.loads(candidate.read_text())
+        if sorted(data["classes"]) == sorted(class_names):
+            return data, f"built-in defaults ({candidate.name})"
+    return {}, "plain defaults (no classes.json)"
+
+
+def load_class_metadata(
+    root: Path, class_names: list[str], metadata_path: Path | None = None
+) -> tuple[list[ClassInfo], str, list[str], str]:
+    """Return (classes, dataset name, citation lines, where the metadata came from)."""
+    path = metadata_path or root / METADATA_FILE
+    if metadata_path is not None and not path.is_file():
+        raise DatasetError(f"The class metadata file {path} does not exist.")
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"The class metadata file {path} is not valid JSON ({error}).") from None
+        source = str(path)
+    else:
+        data, source = _known_defaults(class_names)
+    per_class = data.get("classes", {})
+    unknown = sorted(set(per_class) - set(class_names))
+    if unknown:
+        raise DatasetError(f"{source} describes classes that have no folder: {', '.join(unknown)}.")
+    classes = []
+    for index, name in enumerate(class_names):
+        meta = per_class.get(name, {})
+        severity = int(meta.get("severity", 0))
+        if not 0 <= severity <= 3:
+            raise DatasetError(f"Class {name!r} has severity {severity}; it must be 0 to 3.")
+        classes.append(
+            ClassInfo(
+                id=index,
+                name=name,
+                display_name=str(meta.get("display_name", name)),
+                malignant=bool(meta.get("malignant", False)),
+                severity=severity,
+                description=str(meta.get("description", "")),
+            )
+        )
+    if not any(c.malignant for c in classes):
+        warnings.warn(
+            "No class is marked malignant (add a classes.json beside the class folders): "
+            "the malignant-vs-benign screening metrics will be skipped.",
+            stacklevel=2,
+        )
+    dataset = data.get("dataset", {})
+    return classes, str(dataset.get("name", root.name)), list(dataset.get("citation", [])), source
+
+
+def _inspect(path: Path, min_side: int) -> tuple[int, int] | str:
+    """Decode fully; return (width, height) or the reason the file is unusable."""
+    try:
+        with Image.open(path) as image:
+            width, height = load_rgb(image).size
+    except Image.DecompressionBombError:
+        return "too large to decode safely (decompression bomb guard)"
+    except Exception as error:  # noqa: BLE001 - any decoder failure means: reject this file
+        return f"cannot be decoded ({type(error).__name__}: {error})"
+    if min(width, height) < min_side:
+        return f"too small ({width}x{height}, need at least {min_side}px per side)"
+    return width, height
+
+
+def scan_dataset(root: str | Path, metadata_path: Path | None = None, min_side: int = MIN_IMAGE_SIDE) -> ScanResult:
+    """Find classes and images, decode every file, and report what cannot be used."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"The dataset folder {root} does not exist.")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DatasetError(f"The dataset folder {root} needs at least two class folders; it has {len(class_dirs)}.")
+    class_names = [p.name for p in class_dirs]
+    classes, name, citation, source = load_class_metadata(root, class_names, metadata_path)
+    records: list[ImageRecord] = []
+    rejected: list[Rejected] = []
+    for info, class_dir in zip(classes, class_dirs, strict=True):
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise DatasetError(f"The class folder {class_dir} is empty.")
+        for path in files:
+            relative = path.relative_to(root).as_posix()
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                rejected.append(Rejected(relative, f"not an image file type ({path.suffix or 'no suffix'})"))
+                continue
+            outcome = _inspect(path, min_side)
+            if isinstance(outcome, str):
+                rejected.append(Rejected(relative, outcome))
+                continue
+            records.append(ImageRecord(relative, info.id, file_sha256(path), *outcome))
+    if not records:
+        raise DatasetError(f"No readable images were found in {root}.")
+    counts = {c.name: 0 for c in classes}
+    for record in records:
+        counts[classes[record.label].name] += 1
+    empty = [n for n, k in counts.items() if k == 0]
+    if empty:
+        raise DatasetError(f"These classes have no readable images: {', '.join(empty)}.")
+    return ScanResult(root, classes, records, rejected, name, citation, source)
+
+
+def classes_as_dicts(classes: list[ClassInfo]) -> list[dict]:
+    return [asdict(c) for c in classes]

@@ -1,0 +1,96 @@
+"""Images in memory and the tf.data input pipeline with microscopy augmentation.
+
+Images are decoded and resized once with the shared resize policy (``resize_for_model``), so
+training sees exactly the pixels the app will feed the model. Augmentation models what changes
+between clinics: slide orientation (flips, 90-degree turns), magnification (small scale/crop),
+illumination (brightness/contrast), stain batches (hue/saturation), focus (blur) and camera
+compression (JPEG re-encoding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from train.dataset import load_rgb, resize_for_model
+from train.split import ManifestRow
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    min_scale: float = 0.8  # crop side as a fraction of the image side, then resized back
+    brightness: float = 0.1  # max delta on [0, 1] pixels
+    contrast: tuple[float, float] = (0.8, 1.2)
+    hue: float = 0.04  # max hue rotation, fraction of the colour circle
+    saturation: tuple[float, float] = (0.7, 1.3)
+    blur_probability: float = 0.25
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    jpeg_probability: float = 0.3
+    jpeg_quality: tuple[int, int] = (40, 95)
+
+
+def load_images(
+    root: Path, rows: list[ManifestRow], size: int, class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode, convert to RGB and resize every row: uint8 [N, size, size, 3] and int labels."""
+    images = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
+    for index, row in enumerate(rows):
+        images[index] = np.asarray(resize_for_model(load_rgb(root / row.path), size))
+    labels = np.array([class_names.index(r.class_name) for r in rows], dtype=np.int32)
+    return images, labels
+
+
+def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+    offsets = tf.range(-2.0, 3.0)
+    weights = tf.exp(-(offsets**2) / (2.0 * sigma**2))
+    weights /= tf.reduce_sum(weights)
+    kernel = tf.tile((weights[:, None] * weights[None, :])[:, :, None, None], [1, 1, 3, 1])
+    blurred = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "SAME", data_format="NHWC")
+    return blurred[0]
+
+
+def augment_image(image: tf.Tensor, aug: Augmentation) -> tf.Tensor:
+    """One random microscopy augmentation of a uint8 [H, W, 3] image -> float32 in [0, 255]."""
+    size = tf.shape(image)[0]
+    x = tf.image.convert_image_dtype(image, tf.float32)
+    x = tf.image.random_flip_left_right(x)
+    x = tf.image.random_flip_up_down(x)
+    x = tf.image.rot90(x, tf.random.uniform([], 0, 4, dtype=tf.int32))
+    side = tf.cast(tf.cast(size, tf.float32) * tf.random.uniform([], aug.min_scale, 1.0), tf.int32)
+    x = tf.image.random_crop(x, tf.stack([side, side, 3]))
+    x = tf.image.resize(x, tf.stack([size, size]), method="bilinear", antialias=True)
+    x = tf.image.random_brightness(x, aug.brightness)
+    x = tf.image.random_contrast(x, *aug.contrast)
+    x = tf.image.random_hue(tf.clip_by_value(x, 0.0, 1.0), aug.hue)
+    x = tf.image.random_saturation(x, *aug.saturation)
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    sigma = tf.random.uniform([], *aug.blur_sigma)
+    x = tf.cond(tf.random.uniform([]) < aug.blur_probability, lambda: _gaussian_blur(x, sigma), lambda: x)
+    x = tf.cond(
+        tf.random.uniform([]) < aug.jpeg_probability,
+        lambda: tf.image.random_jpeg_quality(x, *aug.jpeg_quality),
+        lambda: x,
+    )
+    x = tf.ensure_shape(tf.clip_by_value(x, 0.0, 1.0), image.shape)
+    return x * 255.0
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    augmentation: Augmentation | None = None,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of (float32 raw RGB in [0, 255], label); augmented and shuffled when training."""
+    data = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle_seed is not None:
+        data = data.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if augmentation is not None:
+        data = data.map(lambda x, y: (augment_image(x, augmentation), y), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        data = data.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)

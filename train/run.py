@@ -1,0 +1,361 @@
+"""One training run: data -> split manifest -> fit -> evaluate -> run folder with a model card.
+
+A run folder holds: model.keras (float, no optimizer state), manifest.csv, dataset_report.json/.md,
+metrics.json, confusion_matrix.png/.json, curves.png, history.json and model_card.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import log_loss
+from sklearn.utils.class_weight import compute_class_weight
+
+from train import metrics as m
+from train.dataset import RESIZE_POLICY, ClassInfo, DatasetError, classes_as_dicts, load_class_metadata, scan_dataset
+from train.dedup import DEFAULT_MAX_DISTANCE, group_duplicates, perceptual_hashes
+from train.model import architecture_name, build_model
+from train.model_card import SCHEMA_VERSION, write_card
+from train.pipeline import Augmentation, load_images, make_dataset
+from train.plots import plot_confusion_matrix, plot_curves
+from train.report import dataset_report, write_dataset_report
+from train.split import check_no_group_leak, make_split, read_manifest, split_counts, write_manifest
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path
+    architecture: str = "small"
+    image_size: int = 128
+    epochs: int = 60
+    patience: int = 15
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_epochs: int = 2
+    dropout: float = 0.2
+    seed: int = 42
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    near_duplicate_distance: int = DEFAULT_MAX_DISTANCE
+    classes_file: Path | None = None
+    manifest: Path | None = None
+    init_weights: Path | None = None
+    strategy: str = "default"
+    augment: bool = True
+    abstain_target_accuracy: float = 0.99
+    name: str | None = None
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+@dataclass
+class PreparedData:
+    classes: list[ClassInfo]
+    dataset_name: str
+    citation: list[str]
+    manifest_sha256: str
+    counts: dict[str, dict[str, int]]
+    rows: list
+
+
+def prepare_data(config: TrainConfig) -> PreparedData:
+    """Scan, group duplicates, split and write manifest + dataset report (or reuse a manifest)."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    manifest_path = config.out / "manifest.csv"
+    if config.manifest is not None:
+        if not Path(config.data).is_dir():
+            raise DatasetError(f"The dataset folder {config.data} does not exist.")
+        rows = read_manifest(config.manifest)
+        class_names = sorted({r.class_name for r in rows})
+        classes, name, citation, _ = load_class_metadata(Path(config.data), class_names, config.classes_file)
+        missing = [r.path for r in rows if not (Path(config.data) / r.path).is_file()]
+        if missing:
+            raise DatasetError(f"{len(missing)} manifest images are missing from {config.data}, e.g. {missing[0]}.")
+        log(f"reusing split manifest {config.manifest} ({len(rows)} images)")
+    else:
+        started = time.perf_counter()
+        scan = scan_dataset(config.data, config.classes_file)
+        log(
+            f"scanned {config.data}: {len(scan.records)} readable images, {len(scan.rejected)} rejected, "
+            f"classes {scan.class_counts()} [{scan.metadata_source}]"
+        )
+        hashes = perceptual_hashes(scan.root, scan.records)
+        duplicates = group_duplicates(scan.records, hashes, config.near_duplicate_distance)
+        rows = make_split(scan, duplicates, config.val_fraction, config.test_fraction, config.seed)
+        report = dataset_report(scan, duplicates, rows)
+        write_dataset_report(report, config.out)
+        dup = report["duplicates"]
+        log(
+            f"duplicates: {dup['exact_duplicate_copies_dropped']} exact copies dropped, "
+            f"{dup['near_duplicate_pairs']} near-duplicate pairs, "
+            f"{dup['groups_with_more_than_one_image']} groups kept whole ({time.perf_counter() - started:.0f}s)"
+        )
+        classes, name, citation = scan.classes, scan.dataset_name, scan.citation
+    check_no_group_leak(rows)
+    sha = write_manifest(rows, manifest_path)
+    counts = split_counts(rows, [c.name for c in classes])
+    for split, per_class in counts.items():
+        log(f"  {split:5s} {sum(per_class.values()):5d}  {per_class}")
+    return PreparedData(classes, name, citation, sha, counts, rows)
+
+
+class MacroF1EarlyStopping(keras.callbacks.Callback):
+    """Evaluate val macro-F1 in inference mode each epoch; keep the best weights; stop on a plateau."""
+
+    def __init__(self, val_data: tf.data.Dataset, val_labels: np.ndarray, num_classes: int, patience: int, epochs: int):
+        super().__init__()
+        self.val_data, self.val_labels = val_data, val_labels
+        self.num_classes, self.patience, self.epochs = num_classes, patience, epochs
+        self.history: list[dict] = []
+        self.best_f1, self.best_epoch, self.best_weights = -1.0, 0, None
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        logits = self.model.predict(self.val_data, verbose=0)
+        probs = m.probabilities(logits)
+        predicted = probs.argmax(1)
+        f1 = m.macro_f1(self.val_labels, predicted, self.num_classes)
+        entry = {
+            "epoch": epoch + 1,
+            "loss": float(logs.get("loss", np.nan)),
+            "accuracy": float(logs.get("accuracy", np.nan)),
+            "val_loss": float(log_loss(self.val_labels, probs, labels=list(range(self.num_classes)))),
+            "val_accuracy": float((predicted == self.val_labels).mean()),
+            "val_macro_f1": f1,
+            "val_predicted_classes": len(np.unique(predicted)),
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "seconds": time.perf_counter() - self._started,
+        }
+        self.history.append(entry)
+        if f1 > self.best_f1:
+            self.best_f1, self.best_epoch, self.best_weights = f1, epoch + 1, self.model.get_weights()
+        log(
+            f"epoch {epoch + 1:3d}/{self.epochs}  loss {entry['loss']:.4f}  acc {entry['accuracy']:.4f}  "
+            f"val_loss {entry['val_loss']:.4f}  val_acc {entry['val_accuracy']:.4f}  "
+            f"val_macro_f1 {f1:.4f}  lr {entry['learning_rate']:.2e}  {entry['seconds']:.0f}s"
+            f"  (best {self.best_f1:.4f} @ {self.best_epoch})"
+        )
+        if epoch + 1 - self.best_epoch >= self.patience:
+            log(f"early stop: val macro-F1 has not improved for {self.patience} epochs")
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            log(f"restored best weights from epoch {self.best_epoch} (val macro-F1 {self.best_f1:.4f})")
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"Unknown strategy {name!r}; choose 'default' or 'mirrored'.")
+
+
+def _environment() -> dict:
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def train(config: TrainConfig) -> dict:
+    """Run everything; return the model card."""
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    data = prepare_data(config)
+    names = [c.name for c in data.classes]
+    malignant = [c.malignant for c in data.classes]
+    by_split = {s: [r for r in data.rows if r.split == s] for s in ("train", "val", "test")}
+    for split, rows in by_split.items():
+        if not rows:
+            raise DatasetError(f"The {split} split is empty; the dataset is too small for these split fractions.")
+    arrays = {s: load_images(Path(config.data), rows, config.image_size, names) for s, rows in by_split.items()}
+    log(f"loaded images at {config.image_size}px ({time.perf_counter() - started:.0f}s so far)")
+
+    train_x, train_y = arrays["train"]
+    train_data = make_dataset(
+        train_x, train_y, config.batch_size, config.augmentation if config.augment else None, config.seed
+    )
+    eval_data = {s: make_dataset(x, y, 64) for s, (x, y) in arrays.items()}
+    weights = compute_class_weight("balanced", classes=np.arange(len(names)), y=train_y)
+    steps = int(np.ceil(len(train_x) / config.batch_size))
+    strategy = _strategy(config.strategy)
+    with strategy.scope():
+        model = build_model(
+            len(names), config.image_size, config.architecture, config.dropout, init_weights=config.init_weights
+        )
+        warmup = min(config.warmup_epochs * steps, max(config.epochs * steps - 1, 0))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.learning_rate / 10 if warmup else config.learning_rate,
+            decay_steps=max(config.epochs * steps - warmup, 1),
+            warmup_target=config.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    stopper = MacroF1EarlyStopping(eval_data["val"], arrays["val"][1], len(names), config.patience, config.epochs)
+    log(
+        f"training {architecture_name(config.architecture)} at {config.image_size}px: {len(train_x)} images, "
+        f"{steps} steps/epoch, up to {config.epochs} epochs, class weights {np.round(weights, 3).tolist()}"
+    )
+    fit_started = time.perf_counter()
+    model.fit(
+        train_data,
+        epochs=config.epochs,
+        class_weight=dict(enumerate(weights)),
+        callbacks=[stopper],
+        verbose=0,
+    )
+    fit_seconds = time.perf_counter() - fit_started
+
+    # Evaluate in inference mode; calibrate on val; report on test.
+    logits = {s: model.predict(eval_data[s], verbose=0) for s in ("val", "test")}
+    labels = {s: arrays[s][1] for s in ("val", "test")}
+    temperature = m.fit_temperature(labels["val"], logits["val"])
+    calibrated = {s: m.probabilities(logits[s], temperature) for s in logits}
+    raw = {s: m.probabilities(logits[s]) for s in logits}
+    threshold = m.choose_abstain_threshold(labels["val"], calibrated["val"], config.abstain_target_accuracy)
+    results = {}
+    for split in ("val", "test"):
+        result = m.classification_metrics(labels[split], calibrated[split], names, malignant)
+        result["calibration"] = {
+            "ece_before": m.expected_calibration_error(labels[split], raw[split]),
+            "ece_after": m.expected_calibration_error(labels[split], calibrated[split]),
+            "nll_before": float(log_loss(labels[split], raw[split], labels=list(range(len(names))))),
+            "nll_after": float(log_loss(labels[split], calibrated[split], labels=list(range(len(names))))),
+        }
+        result["abstain"] = m.selective(labels[split], calibrated[split], threshold)
+        result["predicted_class_counts"] = np.bincount(calibrated[split].argmax(1), minlength=len(names)).tolist()
+        results[split] = result
+    test = results["test"]
+    log(
+        f"test: accuracy {test['accuracy']:.4f}  macro-F1 {test['macro']['f1']:.4f}  "
+        f"ROC-AUC {test['roc_auc_ovr_macro']}  screening {test['screening']}  "
+        f"ECE {test['calibration']['ece_before']:.4f} -> {test['calibration']['ece_after']:.4f} (T={temperature:.3f})"
+    )
+    return _write_run(
+        config,
+        data,
+        model,
+        stopper.history,
+        stopper.best_epoch,
+        results,
+        temperature,
+        threshold,
+        fit_seconds,
+        time.perf_counter() - started,
+    )
+
+
+def _write_run(
+    config, data, model, history, best_epoch, results, temperature, threshold, fit_seconds, total_seconds
+) -> dict:
+    out = config.out
+    names = [c.name for c in data.classes]
+    # Save a fresh copy without optimizer state: smaller, and all the later stages need.
+    export = build_model(len(names), config.image_size, config.architecture, config.dropout)
+    export.set_weights(model.get_weights())
+    export.save(out / "model.keras")
+    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    plot_curves(history, out / "curves.png")
+    matrix = results["test"]["confusion_matrix"]
+    (out / "confusion_matrix.json").write_text(json.dumps(matrix, indent=2) + "\n")
+    plot_confusion_matrix(matrix["matrix"], names, "Float model, test split", out / "confusion_matrix.png")
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    metrics = {
+        "test": results["test"],
+        "val": results["val"],
+        "temperature": temperature,
+        "abstain_threshold": threshold,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    name = config.name or f"{Path(config.data).name}-mobilenetv3{config.architecture}-{config.image_size}px"
+    card = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "intended_use": "Research screening aid for peripheral blood smear images; not a diagnostic device.",
+        "classes": classes_as_dicts(data.classes),
+        "input": {
+            "height": config.image_size,
+            "width": config.image_size,
+            "channels": 3,
+            "color_order": "RGB",
+            "pixel_range": [0, 255],
+            "dtype": "float32",
+        },
+        "preprocessing": {**RESIZE_POLICY, "normalization": "inside the model: x / 127.5 - 1"},
+        "output": {"kind": "logits", "probabilities": "softmax(logits / calibration.temperature)"},
+        "training": {
+            "architecture": architecture_name(config.architecture),
+            "image_size": config.image_size,
+            "epochs_max": config.epochs,
+            "epochs_run": len(history),
+            "best_epoch": best_epoch,
+            "seed": config.seed,
+            "batch_size": config.batch_size,
+            "optimizer": f"AdamW lr {config.learning_rate} cosine decay, {config.warmup_epochs} warm-up epochs, "
+            f"weight decay {config.weight_decay}",
+            "class_weights": "balanced",
+            "augmentation": asdict(config.augmentation) if config.augment else None,
+            "init_weights": str(config.init_weights) if config.init_weights else None,
+            "fit_seconds": round(fit_seconds, 1),
+            "total_seconds": round(total_seconds, 1),
+            "environment": _environment(),
+            "settings": settings,
+            "dataset": {
+                "name": data.dataset_name,
+                "citation": data.citation,
+                "manifest": "manifest.csv",
+                "manifest_sha256": data.manifest_sha256,
+                "split_counts": data.counts,
+            },
+        },
+        "metrics": {
+            "float_test": {
+                k: results["test"][k]
+                for k in ("n", "accuracy", "macro", "roc_auc_ovr_macro", "confusion_matrix", "screening")
+            },
+            "float_val": {k: results["val"][k] for k in ("n", "accuracy", "macro")},
+        },
+        "calibration": {
+            "temperature": temperature,
+            "abstain_threshold": threshold,
+            "abstain_rule": f"refer when the top calibrated probability < threshold; threshold = lowest value at which "
+            f"accepted validation cases reach {config.abstain_target_accuracy:.0%} accuracy, never below 0.5",
+            "fitted_on": "val",
+            "test_ece_before": results["test"]["calibration"]["ece_before"],
+            "test_ece_after": results["test"]["calibration"]["ece_after"],
+            "test_coverage": results["test"]["abstain"]["coverage"],
+        },
+    }
+    write_card(card, out / "model_card.json")
+    log(f"wrote run folder {out} ({total_seconds / 60:.1f} min in all)")
+    return card
