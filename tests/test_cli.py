@@ -97,16 +97,12 @@ def test_two_epoch_run_writes_a_complete_run_folder(dataset_with_problems: Path,
     model = keras.saving.load_model(out / "model.keras")
     assert model.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0).shape == (1, 3)
 
-    # a second run on the same manifest reuses exactly the same split
+    # a second run on the same manifest reuses exactly the same split, here under tf.distribute
     again = tmp_path / "again"
     result = _train(
-        "--data",
-        str(dataset_with_problems),
-        "--out",
-        str(again),
-        "--manifest",
-        str(out / "manifest.csv"),
-        "--scan-only",
-    )
+        "--data", str(dataset_with_problems), "--out", str(again), "--manifest", str(out / "manifest.csv"),
+        "--image-size", "64", "--epochs", "1", "--batch-size", "16", "--strategy", "mirrored",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert read_manifest(again / "manifest.csv") == rows
+    assert read_card(again / "model_card.json")["training"]["settings"]["strategy"] == "mirrored"
