@@ -60,8 +60,10 @@ def test_augmentation_keeps_shape_and_range() -> None:
 def test_inference_mode_is_sane_after_a_few_steps(tmp_path: Path) -> None:
     """The measured pitfall: with momentum 0.999 inference mode predicts one constant class.
 
-    After a few dozen steps on an easy task, the model in inference mode must separate the
-    classes about as well as it does in training mode (batch statistics).
+    After 72 steps on an easy task (training-mode accuracy is 1.0 from about step 20), the model
+    in inference mode must separate the classes about as well as it does in training mode.
+    Measured on this task: momentum 0.9 reaches 0.94 inference accuracy after 72 steps; Keras'
+    0.999 still predicts one class for every image.
     """
     keras.utils.set_random_seed(0)
     root = make_dataset(tmp_path / "d", per_class=32, size=64)
@@ -71,7 +73,7 @@ def test_inference_mode_is_sane_after_a_few_steps(tmp_path: Path) -> None:
     images, labels = load_images(root, rows, 64, names)
     model = build_model(len(names), 64)
     model.compile(keras.optimizers.AdamW(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(make_tf_dataset(images, labels, 16, shuffle_seed=0), epochs=6, verbose=0)
+    model.fit(make_tf_dataset(images, labels, 16, shuffle_seed=0), epochs=12, verbose=0)
     inference = model.predict(images.astype("float32"), verbose=0).argmax(1)
     training = np.asarray(model(images.astype("float32"), training=True)).argmax(1)
     assert len(np.unique(inference)) == len(names), "inference mode collapsed to fewer classes"
