@@ -231,6 +231,7 @@ def train(config: TrainConfig) -> dict:
         epochs=config.epochs,
         class_weight=dict(enumerate(weights)),
         callbacks=[stopper],
+        shuffle=False,  # the tf.data pipeline already shuffles
         verbose=0,
     )
     fit_seconds = time.perf_counter() - fit_started
