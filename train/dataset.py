@@ -14,8 +14,9 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from edge_app.imaging import load_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 METADATA_FILE = "classes.json"
@@ -67,54 +68,6 @@ class ScanResult:
         for r in self.records:
             counts[self.classes[r.label].name] += 1
         return counts
-
-
-def load_rgb(source: str | Path | Image.Image) -> Image.Image:
-    """Open an image and return it as 8-bit RGB, whatever its mode and EXIF orientation.
-
-    Transparency is flattened onto white (a slide background), 16-bit and float images are
-    scaled to 8 bits by their type's range, CMYK and palette images are converted.
-    """
-    image = source if isinstance(source, Image.Image) else Image.open(source)
-    image.load()
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
-
-
-def resize_for_model(image: Image.Image, size: int) -> Image.Image:
-    """The resize policy shared by training and the app (recorded in the model card).
-
-    Center-crop to a square on the shorter side, then Pillow bilinear resize (antialiased when
-    shrinking) to ``size`` x ``size``. Cropping keeps cell shapes undistorted.
-    """
-    width, height = image.size
-    side = min(width, height)
-    if (width, height) != (side, side):
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    return image
-
-
-RESIZE_POLICY = {
-    "crop": "center_square",
-    "interpolation": "bilinear",
-    "antialias": True,
-    "library": "Pillow",
-    "exif_transpose": True,
-    "color": "RGB, alpha flattened onto white, 16-bit scaled to 8-bit",
-}
 
 
 def file_sha256(path: Path) -> str:

@@ -23,7 +23,8 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from train.dataset import ImageRecord, load_rgb
+from edge_app.imaging import load_rgb
+from train.dataset import ImageRecord
 
 DEFAULT_MAX_DISTANCE = 8
 _DIHEDRAL = [

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from train.dataset import load_rgb, resize_for_model
+from edge_app.imaging import model_pixels
 from train.split import ManifestRow
 
 
@@ -38,7 +38,7 @@ def load_images(
     """Decode, convert to RGB and resize every row: uint8 [N, size, size, 3] and int labels."""
     images = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
     for index, row in enumerate(rows):
-        images[index] = np.asarray(resize_for_model(load_rgb(root / row.path), size))
+        images[index] = model_pixels(root / row.path, size)
     labels = np.array([class_names.index(r.class_name) for r in rows], dtype=np.int32)
     return images, labels
 

@@ -20,8 +20,9 @@ import tensorflow as tf
 from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_class_weight
 
+from edge_app.imaging import RESIZE_POLICY
 from train import metrics as m
-from train.dataset import RESIZE_POLICY, ClassInfo, DatasetError, classes_as_dicts, load_class_metadata, scan_dataset
+from train.dataset import ClassInfo, DatasetError, classes_as_dicts, load_class_metadata, scan_dataset
 from train.dedup import DEFAULT_MAX_DISTANCE, group_duplicates, perceptual_hashes
 from train.model import architecture_name, build_model
 from train.model_card import SCHEMA_VERSION, write_card

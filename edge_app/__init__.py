@@ -1,0 +1,1 @@
+"""SmearScope offline app: inference core (no Streamlit) and its Streamlit page."""

@@ -1,0 +1,67 @@
+"""Image decoding and the resize policy: the one implementation, used by every stage.
+
+Training, conversion and the app must feed the model the same pixels, so this module is the
+single place the policy lives. It needs only Pillow and numpy, so the training stage imports it
+from here (the app never imports the training stage). The model card records the policy as
+``preprocessing`` (see docs/model-card.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+RESIZE_POLICY = {
+    "crop": "center_square",
+    "interpolation": "bilinear",
+    "antialias": True,
+    "library": "Pillow",
+    "exif_transpose": True,
+    "color": "RGB, alpha flattened onto white, 16-bit scaled to 8-bit",
+}
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def load_rgb(source: str | Path | Image.Image) -> Image.Image:
+    """Open an image and return it as 8-bit RGB, whatever its mode and EXIF orientation.
+
+    Transparency is flattened onto white (a slide background), 16-bit and float images are
+    scaled to 8 bits by their type's range, CMYK and palette images are converted.
+    """
+    image = source if isinstance(source, Image.Image) else Image.open(source)
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    if image.mode in (*_SIXTEEN_BIT_MODES, "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode in _SIXTEEN_BIT_MODES or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def resize_for_model(image: Image.Image, size: int) -> Image.Image:
+    """Center-crop to a square on the shorter side, then Pillow bilinear resize to ``size``.
+
+    Cropping keeps cell shapes undistorted; Pillow's bilinear filter antialiases when shrinking.
+    """
+    width, height = image.size
+    side = min(width, height)
+    if (width, height) != (side, side):
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return image
+
+
+def model_pixels(source: str | Path | Image.Image, size: int) -> np.ndarray:
+    """What the model sees: uint8 RGB array [size, size, 3]."""
+    return np.asarray(resize_for_model(load_rgb(source), size), dtype=np.uint8)
