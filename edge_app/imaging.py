@@ -8,10 +8,12 @@ from here (the app never imports the training stage). The model card records the
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 RESIZE_POLICY = {
     "crop": "center_square",
@@ -23,6 +25,34 @@ RESIZE_POLICY = {
 }
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+SUPPORTED_FORMATS = "JPEG, PNG, TIFF or BMP"
+
+
+class ImageError(ValueError):
+    """An image the app cannot use; the message is one sentence for the technician."""
+
+
+def open_image(data: bytes, name: str = "the file") -> Image.Image:
+    """Decode uploaded bytes into 8-bit RGB, or raise ImageError saying why not.
+
+    Pillow's decompression-bomb guard stays on (and its warning counts as an error), so a
+    crafted file with huge dimensions is refused before it can exhaust memory. Multi-frame files
+    (animated GIF, multi-page TIFF) use their first frame.
+    """
+    if not data:
+        raise ImageError(f"{name} is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.seek(0)
+            return load_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name} is too large to open safely (more than {Image.MAX_IMAGE_PIXELS:,} pixels).") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name} is not an image this app can read ({SUPPORTED_FORMATS}).") from None
+    except Exception as error:  # noqa: BLE001 - any decoder failure (OSError, SyntaxError, struct.error, ...)
+        raise ImageError(f"{name} is damaged or truncated and cannot be decoded ({error}).") from None
 
 
 def load_rgb(source: str | Path | Image.Image) -> Image.Image:

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
+from edge_app.model_card import read_card
 from tests.conftest import PROJECT_ROOT
-from train.model_card import read_card
 from train.split import read_manifest
 
 RUN_FILES = {

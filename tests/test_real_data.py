@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.model_card import read_card
 from tests.conftest import PROJECT_ROOT, REAL_DATA
 from train.dataset import file_sha256, scan_dataset
 from train.dedup import group_duplicates, perceptual_hashes
-from train.model_card import read_card
 from train.split import check_no_group_leak, make_split, read_manifest
 
 DEFAULT_RUN = PROJECT_ROOT / "runs" / "default"

@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edge_app.model_card import ModelCardError
     from train.dataset import DatasetError
-    from train.model_card import ModelCardError
     from train.run import TrainConfig, prepare_data, train
 
     config = TrainConfig(

@@ -21,11 +21,11 @@ from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_class_weight
 
 from edge_app.imaging import RESIZE_POLICY
+from edge_app.model_card import SCHEMA_VERSION, write_card
 from train import metrics as m
 from train.dataset import ClassInfo, DatasetError, classes_as_dicts, load_class_metadata, scan_dataset
 from train.dedup import DEFAULT_MAX_DISTANCE, group_duplicates, perceptual_hashes
 from train.model import architecture_name, build_model
-from train.model_card import SCHEMA_VERSION, write_card
 from train.pipeline import Augmentation, load_images, make_dataset
 from train.plots import plot_confusion_matrix, plot_curves
 from train.report import dataset_report, write_dataset_report

@@ -1,0 +1,95 @@
+"""Model bundles: a folder with ``model.tflite`` and ``model_card.json``, checked before use.
+
+A bundle is refused, with a sentence that says why, when its card breaks the schema, when the
+``.tflite`` file's sha256 differs from the one in the card (tampered, truncated or mixed-up
+files), or when the model's output does not have one value per class in the card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_app.model_card import ModelCardError, read_card
+
+MODEL_FILE = "model.tflite"
+CARD_FILE = "model_card.json"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+class BundleError(ValueError):
+    """The bundle cannot be used; the message is one clear sentence."""
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    folder: Path
+    card: dict
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return str(self.card["name"])
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / MODEL_FILE
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["display_name"] for c in self.card["classes"]]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def expected_sha256(card: dict) -> str | None:
+    """The sha256 of the .tflite recorded by the conversion stage (card['tflite']['sha256'])."""
+    tflite = card.get("tflite")
+    return tflite.get("sha256") if isinstance(tflite, dict) else None
+
+
+def load_bundle(folder: str | Path) -> ModelBundle:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"The model folder {folder} does not exist.")
+    model = folder / MODEL_FILE
+    if not model.is_file():
+        raise BundleError(f"The model folder {folder} has no {MODEL_FILE}.")
+    try:
+        card = read_card(folder / CARD_FILE)
+    except ModelCardError as error:
+        raise BundleError(f"The model in {folder} cannot be used: {error}") from None
+    expected = expected_sha256(card)
+    if not expected:
+        raise BundleError(f"The model card in {folder} records no sha256 for {MODEL_FILE} (tflite.sha256).")
+    actual = sha256_of(model)
+    if actual != expected:
+        raise BundleError(
+            f"The model file in {folder} does not match its card (sha256 {actual[:12]}... instead of "
+            f"{expected[:12]}...): it was changed or mixed up with another model."
+        )
+    return ModelBundle(folder, card, actual)
+
+
+def list_bundles(*roots: Path) -> list[Path]:
+    """Folders directly under each root that hold a model file and a card (not yet validated)."""
+    found = []
+    for root in roots:
+        if root.is_dir():
+            found += sorted(p for p in root.iterdir() if (p / MODEL_FILE).is_file() and (p / CARD_FILE).is_file())
+    return found
+
+
+def resolve_inside(root: Path, name: str) -> Path:
+    """The bundle folder ``name`` under ``root``; refuses names that lead outside it."""
+    candidate = (root / name).resolve()
+    if candidate.parent != root.resolve():
+        raise BundleError(f"{name!r} is not a model folder inside {root}.")
+    return candidate

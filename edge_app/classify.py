@@ -1,0 +1,147 @@
+"""Run a model bundle on an image: calibrated probabilities, malignancy, severity, and when to refer.
+
+Results are plain data (``Result``) so the page, the CSV export, the printable report and the
+history all use the same fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edge_app.bundle import BundleError, ModelBundle
+from edge_app.runtime import interpreter_class
+
+SEVERITY_COLOURS = {0: "#2e7d32", 1: "#f9a825", 2: "#ef6c00", 3: "#c62828"}
+SEVERITY_WORDS = {0: "none", 1: "low", 2: "moderate", 3: "high"}
+
+
+@dataclass
+class ClassProbability:
+    name: str
+    display_name: str
+    probability: float
+    malignant: bool
+
+
+@dataclass
+class Result:
+    """One image's screening result; ``inconclusive`` means: refer for manual review."""
+
+    source: str
+    label: str  # class name of the top class
+    display_label: str
+    confidence: float  # calibrated top probability
+    probabilities: list[ClassProbability]
+    p_malignant: float  # summed over malignant classes
+    malignant: bool
+    severity: int
+    severity_word: str
+    severity_colour: str
+    description: str
+    inconclusive: bool
+    reasons: list[str] = field(default_factory=list)
+    model_name: str = ""
+    model_sha256: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.inconclusive:
+            return "Inconclusive - refer for manual review"
+        return self.display_label
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["verdict"] = self.verdict
+        return data
+
+
+def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+class Classifier:
+    """A loaded interpreter for one bundle; feed it uint8 RGB arrays of the model's input size."""
+
+    def __init__(self, bundle: ModelBundle, num_threads: int | None = None):
+        interpreter_type, self.runtime = interpreter_class()
+        self.bundle = bundle
+        self.interpreter = interpreter_type(model_path=str(bundle.model_path), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        card = bundle.card
+        self.classes = card["classes"]
+        self.temperature = float(card["calibration"]["temperature"])
+        self.threshold = float(card["calibration"]["abstain_threshold"])
+        shape = tuple(int(d) for d in self._input["shape"])
+        self.size = int(card["input"]["height"])
+        if shape[1:] != (self.size, int(card["input"]["width"]), 3):
+            raise BundleError(f"The model in {bundle.folder} takes input {shape}, but its card says {self.size}px RGB.")
+        outputs = int(self._output["shape"][-1])
+        if outputs != len(self.classes):
+            raise BundleError(
+                f"The model in {bundle.folder} has {outputs} outputs but its card names {len(self.classes)} classes."
+            )
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """Dequantized logits for one uint8 [H, W, 3] image."""
+        self.interpreter.set_tensor(self._input["index"], self._quantize(pixels[None]))
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self._output["index"])[0]
+        scale, zero_point = self._output["quantization"]
+        if np.issubdtype(raw.dtype, np.integer) and scale:
+            return (raw.astype(np.float32) - zero_point) * scale
+        return raw.astype(np.float32)
+
+    def _quantize(self, batch: np.ndarray) -> np.ndarray:
+        dtype = self._input["dtype"]
+        if dtype == np.uint8:
+            scale, zero_point = self._input["quantization"]
+            if scale in (0.0, 1.0) and zero_point == 0:
+                return batch.astype(np.uint8)  # raw pixel bytes go straight in
+            return np.clip(np.round(batch / scale + zero_point), 0, 255).astype(np.uint8)
+        if dtype == np.int8:
+            scale, zero_point = self._input["quantization"]
+            return np.clip(np.round(batch / scale + zero_point), -128, 127).astype(np.int8)
+        return batch.astype(np.float32)
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(pixels), self.temperature)
+
+    def result(self, probs: np.ndarray, source: str = "", extra_reasons: list[str] | None = None) -> Result:
+        """Turn calibrated probabilities into a Result; refers when unsure or for ``extra_reasons``."""
+        top = int(np.argmax(probs))
+        top_class = self.classes[top]
+        p_malignant = float(sum(p for p, c in zip(probs, self.classes, strict=True) if c["malignant"]))
+        reasons = list(extra_reasons or [])
+        if probs[top] < self.threshold:
+            reasons.insert(0, f"the model is unsure (top probability {probs[top]:.2f} < {self.threshold:.2f})")
+        severity = int(top_class["severity"])
+        return Result(
+            source=source,
+            label=top_class["name"],
+            display_label=top_class["display_name"],
+            confidence=float(probs[top]),
+            probabilities=[
+                ClassProbability(c["name"], c["display_name"], float(p), bool(c["malignant"]))
+                for c, p in zip(self.classes, probs, strict=True)
+            ],
+            p_malignant=p_malignant,
+            malignant=bool(top_class["malignant"]),
+            severity=severity,
+            severity_word=SEVERITY_WORDS.get(severity, str(severity)),
+            severity_colour=SEVERITY_COLOURS.get(severity, "#555555"),
+            description=str(top_class["description"]),
+            inconclusive=bool(reasons),
+            reasons=reasons,
+            model_name=self.bundle.name,
+            model_sha256=self.bundle.sha256,
+        )
+
+    def classify_pixels(self, pixels: np.ndarray, source: str = "") -> Result:
+        return self.result(self.probabilities(pixels), source)
