@@ -44,6 +44,8 @@ class Result:
     reasons: list[str] = field(default_factory=list)
     model_name: str = ""
     model_sha256: str = ""
+    ood_distance: float | None = None  # unfamiliarity of the image (edge_app.ood); None when not measured
+    seconds: float = 0.0  # decode-to-result time
 
     @property
     def verdict(self) -> str:

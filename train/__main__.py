@@ -42,6 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument("--name", help="model name for the card")
     parser.add_argument("--scan-only", action="store_true", help="write the manifest and dataset report, then stop")
+    parser.add_argument(
+        "--calibrate-ood-only",
+        action="store_true",
+        help="refresh the out-of-distribution calibration (card section 'ood') of the existing run folder --out",
+    )
     return parser.parse_args(argv)
 
 
@@ -74,7 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
     )
     try:
-        if args.scan_only:
+        if args.calibrate_ood_only:
+            from train.ood_calibration import calibrate_run
+
+            ood = calibrate_run(args.out, args.data)
+            print(
+                f"ood threshold {ood['threshold']:.2f}: refers {ood['val_referred_rate']:.1%} of val, "
+                f"{ood['test_referred_rate']:.1%} of test"
+            )
+        elif args.scan_only:
             prepare_data(config)
         else:
             train(config)

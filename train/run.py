@@ -26,6 +26,7 @@ from train import metrics as m
 from train.dataset import ClassInfo, DatasetError, classes_as_dicts, load_class_metadata, scan_dataset
 from train.dedup import DEFAULT_MAX_DISTANCE, group_duplicates, perceptual_hashes
 from train.model import architecture_name, build_model
+from train.ood_calibration import calibrate as calibrate_ood
 from train.pipeline import Augmentation, load_images, make_dataset
 from train.plots import plot_confusion_matrix, plot_curves
 from train.report import dataset_report, write_dataset_report
@@ -262,24 +263,35 @@ def train(config: TrainConfig) -> dict:
         f"ROC-AUC {test['roc_auc_ovr_macro']}  screening {test['screening']}  "
         f"ECE {test['calibration']['ece_before']:.4f} -> {test['calibration']['ece_after']:.4f} (T={temperature:.3f})"
     )
-    return _write_run(
-        config,
-        data,
-        model,
-        stopper.history,
-        stopper.best_epoch,
-        results,
-        temperature,
-        threshold,
-        fit_seconds,
-        time.perf_counter() - started,
+    ood = calibrate_ood(Path(config.data), data.rows, config.image_size)
+    log(
+        f"out-of-distribution check: threshold {ood['threshold']:.2f}; refers {ood['val_referred_rate']:.1%} of val, "
+        f"{ood['test_referred_rate']:.1%} of test"
     )
+    evaluation = Evaluation(results, temperature, threshold, ood)
+    return _write_run(config, data, model, stopper, evaluation, fit_seconds, time.perf_counter() - started)
+
+
+@dataclass
+class Evaluation:
+    results: dict  # "val"/"test" -> metrics
+    temperature: float
+    threshold: float
+    ood: dict
 
 
 def _write_run(
-    config, data, model, history, best_epoch, results, temperature, threshold, fit_seconds, total_seconds
+    config: TrainConfig,
+    data: PreparedData,
+    model: keras.Model,
+    stopper: MacroF1EarlyStopping,
+    evaluation: Evaluation,
+    fit_seconds: float,
+    total_seconds: float,
 ) -> dict:
     out = config.out
+    history, best_epoch, results = stopper.history, stopper.best_epoch, evaluation.results
+    temperature, threshold = evaluation.temperature, evaluation.threshold
     names = [c.name for c in data.classes]
     # Save a fresh copy without optimizer state: smaller, and all the later stages need.
     export = build_model(len(names), config.image_size, config.architecture, config.dropout)
@@ -296,6 +308,7 @@ def _write_run(
         "val": results["val"],
         "temperature": temperature,
         "abstain_threshold": threshold,
+        "ood": {k: evaluation.ood[k] for k in ("threshold", "val_referred_rate", "test_referred_rate")},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     name = config.name or f"{Path(config.data).name}-mobilenetv3{config.architecture}-{config.image_size}px"
@@ -358,6 +371,7 @@ def _write_run(
             "test_coverage": results["test"]["abstain"]["coverage"],
         },
     }
+    card["ood"] = evaluation.ood
     write_card(card, out / "model_card.json")
     log(f"wrote run folder {out} ({total_seconds / 60:.1f} min in all)")
     return card

@@ -1,0 +1,46 @@
+"""Calibrate the app's "does this look like training data?" check on the run's own split.
+
+Statistics come from the train split and the refusal threshold from the val split (the 99th
+percentile of validation distances, so about 1% of in-distribution images are referred). The
+result goes into the model card under ``ood``; edge_app/ood.py documents the features.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.imaging import model_pixels
+from edge_app.model_card import read_card, write_card
+from edge_app.ood import OodDetector, fit_ood, image_features
+from train.split import ManifestRow, read_manifest
+
+
+def split_features(root: Path, rows: list[ManifestRow], split: str, size: int) -> np.ndarray:
+    return np.array([image_features(model_pixels(root / r.path, size)) for r in rows if r.split == split])
+
+
+def calibrate(root: Path, rows: list[ManifestRow], size: int) -> dict:
+    features = {s: split_features(root, rows, s, size) for s in ("train", "val", "test")}
+    section = fit_ood(features["train"], features["val"])
+    detector = OodDetector.from_card({"ood": section})
+    for split in ("val", "test"):
+        flagged = [bool(detector.reasons_for_features(f)[0]) for f in features[split]]
+        section[f"{split}_referred_rate"] = float(np.mean(flagged))
+    return section
+
+
+def calibrate_run(run: Path, data: Path) -> dict:
+    """Add (or refresh) the ``ood`` section of an existing run folder's model card."""
+    card = read_card(run / "model_card.json")
+    rows = read_manifest(run / card["training"]["dataset"]["manifest"])
+    card["ood"] = calibrate(data, rows, int(card["input"]["height"]))
+    write_card(card, run / "model_card.json")
+    metrics_path = run / "metrics.json"
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["ood"] = {k: card["ood"][k] for k in ("threshold", "val_referred_rate", "test_referred_rate")}
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return card["ood"]
