@@ -1,0 +1,105 @@
+"""Small Streamlit components of the page. All decisions are made in the inference core; these only show.
+
+No dataframe or chart elements (they pull pyarrow, pandas and altair into the desktop build):
+tables and bars are plain Markdown/HTML.
+"""
+
+from __future__ import annotations
+
+import html
+
+import streamlit as st
+from PIL import Image
+
+from edge_app.classify import Result
+from edge_app.explain import overlay
+from edge_app.records import DISCLAIMER, case_report_html
+from edge_app.screening import Screener
+
+
+def disclaimer() -> None:
+    st.caption(f"⚠️ {DISCLAIMER}")
+
+
+def severity_badge(result: Result) -> str:
+    return (
+        f"<span style='background:{result.severity_colour};color:white;padding:0.15em 0.55em;"
+        f"border-radius:0.3em'>severity {result.severity} · {html.escape(result.severity_word)}</span>"
+    )
+
+
+def verdict_banner(result: Result) -> None:
+    if result.inconclusive:
+        st.warning(f"**{result.verdict}**  \n" + "  \n".join(f"• {r}" for r in result.reasons))
+    elif result.malignant:
+        st.error(f"**{result.display_label}**: leukemic cells suggested ({result.confidence:.0%} confidence)")
+    else:
+        st.success(f"**{result.display_label}**: no leukemia suggested ({result.confidence:.0%} confidence)")
+
+
+def probability_bars(result: Result) -> None:
+    rows = "".join(
+        f"<tr><td style='padding-right:1em'>{html.escape(p.display_name)}</td>"
+        f"<td style='width:60%'><div style='background:{'#c62828' if p.malignant else '#2e7d32'};"
+        f"width:{max(p.probability * 100, 0.5):.1f}%;height:0.8em'></div></td>"
+        f"<td style='padding-left:1em;text-align:right'>{p.probability:.1%}</td></tr>"
+        for p in result.probabilities
+    )
+    st.markdown(f"<table style='width:100%;border:none'>{rows}</table>", unsafe_allow_html=True)
+
+
+def result_card(screener: Screener, result: Result, image: Image.Image, when: str, key: str) -> None:
+    """Preview, verdict, probabilities, malignancy, severity, heatmap on demand, report download."""
+    with st.container(border=True):
+        left, right = st.columns([1, 2])
+        with left:
+            st.image(image, caption=result.source, width="stretch")
+        with right:
+            verdict_banner(result)
+            st.markdown(
+                f"Probability of malignancy: **{result.p_malignant:.1%}** &nbsp; {severity_badge(result)}",
+                unsafe_allow_html=True,
+            )
+            if result.description:
+                st.caption(result.description)
+            probability_bars(result)
+            if st.toggle("Show what the model looked at", key=f"heat-{key}"):
+                heatmap = screener.explain(image)
+                st.image(overlay(image, heatmap.heat), width="stretch",
+                         caption="Occlusion heatmap: bright = hiding this region weakens the result most")  # fmt: skip
+            st.download_button(
+                "Download printable report (HTML)",
+                case_report_html(result, image, when, screener.bundle.card.get("created", "")),
+                file_name=f"smearscope-{result.source.rsplit('.', 1)[0]}.html",
+                mime="text/html",
+                key=f"report-{key}",
+            )
+
+
+def results_table(rows: list[dict]) -> None:
+    header = "| image | verdict | confidence | P(malignant) | severity |\n|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {html.escape(str(r['source']))} | {html.escape(str(r['verdict']))} | {float(r['confidence']):.1%} | "
+        f"{float(r['p_malignant']):.1%} | {r['severity']} |\n"
+        for r in rows
+    )
+    st.markdown(header + body)
+
+
+def model_summary(screener: Screener) -> None:
+    card = screener.bundle.card
+    test = card["metrics"]["float_test"]
+    st.markdown(
+        f"**{card['name']}** · {card['training']['architecture']} · {card['input']['height']} px · "
+        f"created {card['created']}  \n"
+        f"Float test accuracy {test['accuracy']:.2%}, macro-F1 {test['macro']['f1']:.3f} on "
+        f"{test['n']} held-out images · runtime {screener.classifier.runtime}  \n"
+        f"sha256 `{screener.bundle.sha256}`"
+    )
+    int8 = card.get("int8_test") or card.get("metrics", {}).get("int8_test")
+    if int8:
+        st.markdown(f"int8 test accuracy {int8['accuracy']:.2%}, macro-F1 {int8['macro']['f1']:.3f}")
+    st.markdown("Classes: " + ", ".join(f"{c['display_name']} (severity {c['severity']})" for c in card["classes"]))
+    citation = card["training"]["dataset"].get("citation", [])
+    if citation:
+        st.caption("Trained on: " + card["training"]["dataset"]["name"] + ". " + " ".join(citation))
