@@ -1,23 +1,39 @@
-# One command each: `make test` (set up + run the tests), `make train`, `make app` (added by the app issue).
+# One command each: `make app` (set up + launch the app), `make test` (set up + run the tests), `make train`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+EDGE_VENV ?= .venv-edge
 RUN ?= runs/default
+PORT ?= 8501
 
-.PHONY: test lint train scan clean-venv
+.PHONY: test lint train scan app clean-venv
 
 # A virtual environment made from scratch, rebuilt whenever a requirements file changes.
-$(VENV)/.installed: requirements-train.txt requirements-dev.txt
+# The test environment holds every stage (training, conversion, the app) and the dev tools.
+$(VENV)/.installed: requirements-train.txt requirements-edge.txt requirements-dev.txt
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-train.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-train.txt -r requirements-edge.txt -r requirements-dev.txt
 	touch $@
 
-test: $(VENV)/.installed
+# The app's own environment: the runtime-only requirements, never TensorFlow.
+$(EDGE_VENV)/.installed: requirements-edge.txt
+	rm -rf $(EDGE_VENV)
+	$(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(EDGE_VENV)/bin/python -m pip install --quiet -r requirements-edge.txt
+	touch $@
+
+test: $(VENV)/.installed $(EDGE_VENV)/.installed
 	$(BIN)/ruff check .
-	@$(BIN)/python -m pytest; rc=$$?; \
+	$(BIN)/ruff format --check .
+	@SMEARSCOPE_EDGE_PYTHON=$(EDGE_VENV)/bin/python $(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
+
+# Launch the app on the bundled default model at http://127.0.0.1:$(PORT) (settings: .streamlit/config.toml).
+app: $(EDGE_VENV)/.installed
+	$(EDGE_VENV)/bin/python -m streamlit run edge_app/app.py --server.port $(PORT)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

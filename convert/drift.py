@@ -1,0 +1,168 @@
+"""Float (Keras) vs int8 (LiteRT, the app's runtime) on exactly the manifest's test split.
+
+Every metric comes from ``train.metrics`` (scikit-learn); top-1 agreement is scikit-learn's
+``accuracy_score`` of the int8 predictions against the float ones. Probabilities are the calibrated
+ones the app shows: softmax(logits / T) with the card's temperature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import accuracy_score
+
+from train.metrics import classification_metrics, probabilities
+
+
+@dataclass
+class ModelOutputs:
+    """Dequantized logits of one model on the test images, and their calibrated probabilities."""
+
+    logits: np.ndarray  # float64 [N, C]
+    probs: np.ndarray  # float64 [N, C]
+
+
+def keras_logits(model: object, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The float reference: the training stage's own model, in inference mode."""
+    return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0), dtype=np.float64)
+
+
+def _feed(batch: np.ndarray, detail: dict) -> np.ndarray:
+    """Raw uint8 pixels as the input tensor wants them (bytes go straight in when scale 1, zero point 0)."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if dtype == np.float32:
+        return batch.astype(np.float32)
+    if dtype == np.uint8 and scale in (0.0, 1.0) and zero_point == 0:
+        return batch.astype(np.uint8)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(raw: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(raw.dtype, np.integer) and scale:
+        return (raw.astype(np.float64) - zero_point) * scale
+    return raw.astype(np.float64)
+
+
+def tflite_logits(content: bytes, images: np.ndarray, num_threads: int = 1) -> np.ndarray:
+    """Run a .tflite model image by image through LiteRT (``ai_edge_litert``), as the app does."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content, num_threads=num_threads)
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    results = []
+    for image in images:
+        interpreter.set_tensor(input_detail["index"], _feed(image[None], input_detail))
+        interpreter.invoke()
+        results.append(_dequantize(interpreter.get_tensor(output_detail["index"])[0], output_detail))
+    return np.stack(results)
+
+
+def outputs(logits: np.ndarray, temperature: float) -> ModelOutputs:
+    return ModelOutputs(np.asarray(logits, dtype=np.float64), probabilities(logits, temperature))
+
+
+def _points(new: float | None, old: float | None) -> float | None:
+    return None if new is None or old is None else (new - old) * 100.0
+
+
+def _screening_pair(metrics: dict) -> dict | None:
+    screening = metrics.get("screening")
+    if not screening:
+        return None
+    return {"sensitivity": screening["sensitivity"], "specificity": screening["specificity"]}
+
+
+def compare(
+    labels: np.ndarray,
+    reference: ModelOutputs,
+    candidate: ModelOutputs,
+    class_names: list[str],
+    malignant: list[bool],
+    paths: list[str],
+) -> dict:
+    """All drift figures: both models' metrics, their deltas (points), agreement, probability gaps, disagreements."""
+    float_metrics = classification_metrics(labels, reference.probs, class_names, malignant)
+    int8_metrics = classification_metrics(labels, candidate.probs, class_names, malignant)
+    float_pred, int8_pred = reference.probs.argmax(1), candidate.probs.argmax(1)
+    agreement = float(accuracy_score(float_pred, int8_pred))
+    prob_gap = np.abs(reference.probs - candidate.probs)
+    logit_gap = np.abs(reference.logits - candidate.logits)
+    worst = int(prob_gap.max(axis=1).argmax()) if len(labels) else 0
+    disagreements = [
+        {
+            "path": paths[i],
+            "true": class_names[int(labels[i])],
+            "float": class_names[int(float_pred[i])],
+            "int8": class_names[int(int8_pred[i])],
+            "float_probability": float(reference.probs[i, float_pred[i]]),
+            "int8_probability": float(candidate.probs[i, int8_pred[i]]),
+        }
+        for i in np.nonzero(float_pred != int8_pred)[0]
+    ]
+    screening = {"float": _screening_pair(float_metrics), "int8": _screening_pair(int8_metrics)}
+    if screening["float"] and screening["int8"]:
+        screening["delta_points"] = {
+            key: _points(screening["int8"][key], screening["float"][key]) for key in ("sensitivity", "specificity")
+        }
+    return {
+        "split": "test",
+        "n": len(labels),
+        "agreement": agreement,
+        "disagreement_count": len(disagreements),
+        "accuracy": {
+            "float": float_metrics["accuracy"],
+            "int8": int8_metrics["accuracy"],
+            "delta_points": _points(int8_metrics["accuracy"], float_metrics["accuracy"]),
+        },
+        "macro_f1": {
+            "float": float_metrics["macro"]["f1"],
+            "int8": int8_metrics["macro"]["f1"],
+            "delta_points": _points(int8_metrics["macro"]["f1"], float_metrics["macro"]["f1"]),
+        },
+        "per_class_recall": {
+            name: {
+                "float": float_metrics["per_class"][name]["recall"],
+                "int8": int8_metrics["per_class"][name]["recall"],
+                "delta_points": _points(
+                    int8_metrics["per_class"][name]["recall"], float_metrics["per_class"][name]["recall"]
+                ),
+                "support": float_metrics["per_class"][name]["support"],
+            }
+            for name in class_names
+        },
+        "screening": screening,
+        "probability_difference": {
+            "mean_abs": float(prob_gap.mean()) if prob_gap.size else 0.0,
+            "max_abs": float(prob_gap.max()) if prob_gap.size else 0.0,
+            "max_abs_image": paths[worst] if len(labels) else None,
+            "calibrated_with_temperature": True,
+        },
+        "logit_difference": {
+            "mean_abs": float(logit_gap.mean()) if logit_gap.size else 0.0,
+            "max_abs": float(logit_gap.max()) if logit_gap.size else 0.0,
+        },
+        "disagreements": disagreements,
+        "float_metrics": float_metrics,
+        "int8_metrics": int8_metrics,
+    }
+
+
+def per_image(
+    labels: np.ndarray, reference: ModelOutputs, candidate: ModelOutputs, class_names: list[str], paths: list[str]
+) -> list[dict]:
+    """Per test image: both models' calibrated probabilities (for the report's JSON and scatter)."""
+    return [
+        {
+            "path": paths[i],
+            "true": class_names[int(labels[i])],
+            "float_probabilities": [round(float(p), 6) for p in reference.probs[i]],
+            "int8_probabilities": [round(float(p), 6) for p in candidate.probs[i]],
+        }
+        for i in range(len(labels))
+    ]

@@ -1,0 +1,244 @@
+"""The app's inference core on a tiny int8 model the tests convert themselves.
+
+Bundle checks (sha256, card, class count), calibrated probabilities, malignancy, severity, the
+refer rules, the occlusion heatmap, exports, history, and the Streamlit page driven headless.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_app.bundle import BundleError, list_bundles, load_bundle, resolve_inside
+from edge_app.classify import softmax
+from edge_app.imaging import ImageError, model_pixels
+from edge_app.ood import fit_ood, image_features
+from edge_app.records import History, case_report_html, csv_row, results_csv
+from edge_app.screening import NO_OOD_CALIBRATION, Screener
+from tests.conftest import PROJECT_ROOT, smear_like
+from tests.test_model_card import valid_card
+
+SIZE = 48
+CLASSES = [
+    {"id": 0, "name": "Benign", "display_name": "Benign", "malignant": False, "severity": 0, "description": "ok"},
+    {"id": 1, "name": "Pre", "display_name": "Pre-B ALL", "malignant": True, "severity": 2, "description": "b"},
+    {"id": 2, "name": "Pro", "display_name": "Pro-B ALL", "malignant": True, "severity": 3, "description": "c"},
+]
+
+
+def smears(start: int, count: int) -> list[Image.Image]:
+    return [smear_like(start + i, (150 - i % 40, 60, 160), 5 + i % 5, 96) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    from convert.quantize import convert_int8, export_saved_model
+    from train.model import build_model
+
+    folder = tmp_path_factory.mktemp("tiny")
+    model = build_model(len(CLASSES), SIZE)
+    saved = export_saved_model(model, SIZE, folder / "saved")
+    images = np.stack([model_pixels(im, SIZE) for im in smears(0, 16)])
+    return convert_int8(saved, images)
+
+
+def write_bundle(folder: Path, tflite: bytes, card_changes: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.tflite").write_bytes(tflite)
+    card = valid_card()
+    card["classes"] = copy.deepcopy(CLASSES)
+    card["input"] |= {"height": SIZE, "width": SIZE}
+    card["tflite"] = {"sha256": hashlib.sha256(tflite).hexdigest()}
+    train = np.array([image_features(model_pixels(im, SIZE)) for im in smears(100, 80)])
+    val = np.array([image_features(model_pixels(im, SIZE)) for im in smears(500, 40)])
+    card["ood"] = fit_ood(train, val)
+    card |= card_changes or {}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path, tiny_tflite: bytes) -> Path:
+    return write_bundle(tmp_path / "models" / "tiny", tiny_tflite)
+
+
+def test_screening_gives_a_complete_result(bundle_dir: Path) -> None:
+    screener = Screener(bundle_dir, num_threads=1)
+    image = smears(900, 1)[0]
+    result = screener.screen_image(image, "case-1.png")
+    total = sum(p.probability for p in result.probabilities)
+    assert total == pytest.approx(1.0, abs=1e-6)
+    assert [p.name for p in result.probabilities] == ["Benign", "Pre", "Pro"]
+    assert result.p_malignant == pytest.approx(
+        result.probabilities[1].probability + result.probabilities[2].probability
+    )
+    assert result.confidence == max(p.probability for p in result.probabilities)
+    top = next(c for c in CLASSES if c["name"] == result.label)
+    assert (result.severity, result.malignant) == (top["severity"], top["malignant"])
+    assert result.model_sha256 == hashlib.sha256((bundle_dir / "model.tflite").read_bytes()).hexdigest()
+    assert result.ood_distance is not None
+    # the same through the bytes path
+    again = screener.screen_bytes(io_png(image), "case-1.png")
+    assert again.probabilities == result.probabilities
+
+
+def test_unsure_model_refers(bundle_dir: Path, tiny_tflite: bytes, tmp_path: Path) -> None:
+    card = json.loads((bundle_dir / "model_card.json").read_text())
+    card["calibration"]["abstain_threshold"] = 1.0  # nothing is ever sure enough
+    strict = write_bundle(tmp_path / "strict", tiny_tflite, {"calibration": card["calibration"]})
+    result = Screener(strict).screen_image(smears(900, 1)[0], "x")
+    assert result.inconclusive and result.verdict.startswith("Inconclusive")
+    assert "unsure" in result.reasons[0]
+
+
+def test_unfamiliar_images_are_referred(bundle_dir: Path) -> None:
+    screener = Screener(bundle_dir)
+    for odd in (Image.new("RGB", (96, 96), (128, 128, 128)), smears(900, 1)[0].convert("L")):
+        result = screener.screen_image(odd, "odd")
+        assert result.inconclusive, result.reasons
+
+
+def test_model_without_ood_calibration_always_refers(tmp_path: Path, tiny_tflite: bytes) -> None:
+    folder = write_bundle(tmp_path / "no-ood", tiny_tflite)
+    card = json.loads((folder / "model_card.json").read_text())
+    del card["ood"]
+    (folder / "model_card.json").write_text(json.dumps(card))
+    result = Screener(folder).screen_image(smears(900, 1)[0], "x")
+    assert result.inconclusive and NO_OOD_CALIBRATION in result.reasons
+
+
+def test_tampered_model_is_refused(bundle_dir: Path) -> None:
+    data = bytearray((bundle_dir / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle_dir / "model.tflite").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match its card"):
+        load_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda card: card.pop("calibration"), "cannot be used"),
+        (lambda card: card.pop("tflite"), "records no sha256"),
+        (lambda card: card["classes"].pop(), "has 3 outputs but its card names 2 classes"),
+    ],
+)
+def test_broken_cards_are_refused(bundle_dir: Path, change, message: str) -> None:
+    card = json.loads((bundle_dir / "model_card.json").read_text())
+    change(card)
+    (bundle_dir / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match=message):
+        Screener(bundle_dir)
+
+
+def test_bundles_are_listed_and_paths_stay_inside(bundle_dir: Path) -> None:
+    root = bundle_dir.parent
+    (root / "not-a-bundle").mkdir()
+    assert list_bundles(root, root / "missing") == [bundle_dir]
+    assert resolve_inside(root, "tiny") == bundle_dir.resolve()
+    for name in ("../tiny", "/etc", "tiny/../../x"):
+        with pytest.raises(BundleError, match="not a model folder"):
+            resolve_inside(root, name)
+
+
+def test_heatmap_is_image_sized_and_quick(bundle_dir: Path) -> None:
+    screener = Screener(bundle_dir)
+    heatmap = screener.explain(smears(900, 1)[0])
+    assert heatmap.heat.shape == (SIZE, SIZE)
+    assert heatmap.heat.min() >= 0.0 and heatmap.heat.max() <= 1.0
+
+
+def test_softmax_with_temperature() -> None:
+    logits = np.array([2.0, 1.0, 0.0])
+    assert softmax(logits, 1.0).sum() == pytest.approx(1.0)
+    assert softmax(logits, 0.5)[0] > softmax(logits, 1.0)[0] > softmax(logits, 2.0)[0]
+
+
+def test_exports_and_history(bundle_dir: Path, tmp_path: Path) -> None:
+    screener = Screener(bundle_dir)
+    image = smears(900, 1)[0]
+    result = screener.screen_image(image, "case <1>.png")
+    row = csv_row(result, "2026-11-24T10:00:00+00:00")
+    text = results_csv([row, row])
+    assert text.splitlines()[0].startswith("time,source,verdict") and len(text.splitlines()) == 3
+    page = case_report_html(result, image, "2026-11-24T10:00:00+00:00")
+    assert "data:image/jpeg;base64," in page and "case &lt;1&gt;.png" in page
+    assert "not a diagnostic device" in page and result.model_sha256 in page
+    assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
+
+    history = History(tmp_path / "data" / "history.sqlite")
+    assert history.add(result, "t1") and history.add(result, "t2")
+    assert [r["time"] for r in history.recent()] == ["t2", "t1"]
+    with sqlite3.connect(history.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_history_on_a_read_only_folder_only_warns(tmp_path: Path, bundle_dir: Path) -> None:
+    if os.geteuid() == 0:
+        blocked = tmp_path / "file-not-folder"
+        blocked.write_text("x")  # root ignores permissions: use a path under a regular file
+        history = History(blocked / "history.sqlite")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        history = History(locked / "history.sqlite")
+    assert history.warning and "History is off" in history.warning
+    result = Screener(bundle_dir).screen_image(smears(900, 1)[0], "x")
+    assert history.add(result, "t") is False and history.recent() == []
+
+
+def test_bad_upload_bytes_raise_a_sentence(bundle_dir: Path) -> None:
+    with pytest.raises(ImageError, match="not an image"):
+        Screener(bundle_dir).screen_bytes(b"GIF89a-not-really", "x.gif")
+
+
+def test_page_screens_uploads_headless(bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SMEARSCOPE_MODELS", str(bundle_dir.parent))
+    monkeypatch.setenv("SMEARSCOPE_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr("edge_app.bundle.DEFAULT_MODELS_DIR", tmp_path / "no-default")
+    app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
+    assert not app.exception
+    good = io_png(smears(900, 1)[0])
+    app.file_uploader[0].set_value([("a.png", good, "image/png"), ("bad.jpg", b"text", "image/jpeg")]).run()
+    assert not app.exception
+    assert any("bad.jpg is not an image" in e.value for e in app.error)
+    assert any("a.png" in m.value for m in app.markdown)  # the results table
+    assert "not a diagnostic device" in " ".join(c.value for c in app.caption)
+
+
+def io_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_edge_environment_runs_without_tensorflow(bundle_dir: Path) -> None:
+    """In the app's own virtual environment (requirements-edge.txt only): no TensorFlow there."""
+    python = os.environ.get("SMEARSCOPE_EDGE_PYTHON")
+    if not python or not Path(python).exists():
+        pytest.skip("set SMEARSCOPE_EDGE_PYTHON to the edge venv's python (make test does) to run this")
+    script = (
+        "import sys, importlib.util\n"
+        "assert importlib.util.find_spec('tensorflow') is None, 'TensorFlow is installed in the edge env'\n"
+        "from PIL import Image\n"
+        "from edge_app.screening import Screener\n"
+        "r = Screener(sys.argv[1]).screen_image(Image.new('RGB', (64, 64), (200, 150, 200)), 'x')\n"
+        "assert not any(m.split('.')[0] in ('tensorflow', 'keras', 'train', 'convert') for m in sys.modules)\n"
+        "print('ok', r.verdict)\n"
+    )
+    done = subprocess.run([python, "-c", script, str(bundle_dir)], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok ")
