@@ -7,6 +7,7 @@ gathers images, shows results and offers exports. It runs offline on the TFLite 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import streamlit as st
 
 from edge_app import components as ui
 from edge_app.bundle import DEFAULT_MODELS_DIR, BundleError, list_bundles
+from edge_app.components import Case
 from edge_app.imaging import ImageError, open_image
 from edge_app.records import History, csv_row, now, results_csv
 from edge_app.runtime import RuntimeMissingError
@@ -65,6 +67,49 @@ def choose_model(folders: list[Path]) -> Screener | None:
     return None
 
 
+def screen_one(screener: Screener, history: History, data: bytes, name: str, key: str) -> Case | str:
+    """Screen once per key (Streamlit reruns the page on every click); a bad file gives its sentence."""
+    done: dict = st.session_state.setdefault("cases", {})
+    if key not in done:
+        try:
+            image = open_image(data, name)
+        except ImageError as error:
+            done[key] = str(error)
+        else:
+            result = screener.screen_image(image, name, hashlib.sha256(data).hexdigest())
+            when = now()
+            keep = data if st.session_state.get("keep_images") else None
+            done[key] = Case(key, result, image, when, history.add(result, when, keep))
+    return done[key]
+
+
+def show_cases(screener: Screener, history: History, outcomes: list[Case | str], label: str) -> None:
+    """Per-file errors, the batch table and CSV, then one card per image."""
+    cases = [o for o in outcomes if isinstance(o, Case)]
+    for problem in (o for o in outcomes if isinstance(o, str)):
+        st.error(problem)
+    if history.warning:
+        st.warning(history.warning)
+    if not cases:
+        return
+    rows = [csv_row(c.result, c.when, c.review, c.note) for c in cases]
+    if len(cases) > 1:
+        st.subheader(f"{len(cases)} images screened · {sum(c.result.inconclusive for c in cases)} to refer")
+        ui.results_table(rows)
+    st.download_button("Download results (CSV)", results_csv(rows), f"smearscope-{label}.csv", "text/csv",
+                       key=f"csv-{label}")  # fmt: skip
+    for case in cases:
+        ui.result_card(screener, case, history)
+
+
+def with_progress(items: list, text: str):
+    bar = st.progress(0.0, text=text) if len(items) > 1 else None
+    for index, item in enumerate(items):
+        yield item
+        if bar:
+            bar.progress((index + 1) / len(items), text=f"{text} {index + 1} of {len(items)}")
+
+
 def screen_uploads(screener: Screener, history: History) -> None:
     files = st.file_uploader(
         "Smear images (JPEG, PNG, TIFF, BMP); one or many",
@@ -75,46 +120,69 @@ def screen_uploads(screener: Screener, history: History) -> None:
     if not files:
         st.info("Add one or more smear photographs to screen them.")
         return
-    done: dict = st.session_state.setdefault("done", {})
-    progress = st.progress(0.0, text="Screening...") if len(files) > 1 else None
-    rows, cards = [], []
-    for index, upload in enumerate(files):
-        key = f"{upload.file_id}"
-        if key not in done:
-            try:
-                image = open_image(upload.getvalue(), upload.name)
-                result = screener.screen_image(image, upload.name)
-                when = now()
-                history.add(result, when)
-                done[key] = (result, image, when, None)
-            except ImageError as error:
-                done[key] = (None, None, now(), str(error))
-        if progress:
-            progress.progress((index + 1) / len(files), text=f"Screened {index + 1} of {len(files)}")
-        result, image, when, error = done[key]
-        if error:
-            st.error(error)
-            continue
-        rows.append(csv_row(result, when))
-        cards.append((result, image, when, key))
-    if history.warning:
-        st.warning(history.warning)
-    if len(rows) > 1:
-        referred = sum(r["inconclusive"] for r in rows)
-        st.subheader(f"{len(rows)} images screened · {referred} to refer")
-        ui.results_table(rows)
-    if rows:
-        st.download_button("Download results (CSV)", results_csv(rows), "smearscope-results.csv", "text/csv")
-    for result, image, when, key in cards:
-        ui.result_card(screener, result, image, when, key)
+    outcomes = [
+        screen_one(screener, history, f.getvalue(), f.name, f"upload-{f.file_id}")
+        for f in with_progress(files, "Screened")
+    ]
+    show_cases(screener, history, outcomes, "upload")
+
+
+def folder_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in UPLOAD_TYPES)
+
+
+def read_folder_file(path: Path) -> bytes | str:
+    if path.stat().st_size > MAX_UPLOAD_MB * 1024 * 1024:
+        return f"{path.name} is larger than {MAX_UPLOAD_MB} MB and was skipped."
+    return path.read_bytes()
+
+
+def screen_folder(screener: Screener, history: History) -> None:
+    """A folder on this computer, screened once or watched for new images from the microscope camera."""
+    folder_text = st.text_input("Folder on this computer", placeholder="e.g. C:/Microscope/Captures")
+    watch = st.toggle("Watch this folder: screen new images as they arrive")
+    if not folder_text:
+        return
+    folder = Path(folder_text).expanduser()
+    if not folder.is_dir():
+        st.error(f"{folder} is not a folder on this computer.")
+        return
+    if watch:
+        watch_folder(screener, history, folder)
+    elif st.button("Screen every image in this folder"):
+        st.session_state["folder_run"] = str(folder)
+    if not watch and st.session_state.get("folder_run") == str(folder):
+        show_cases(screener, history, screen_paths(screener, history, folder_images(folder)), "folder")
+
+
+def screen_paths(screener: Screener, history: History, paths: list[Path]) -> list[Case | str]:
+    outcomes = []
+    for path in with_progress(paths, "Screened"):
+        data = read_folder_file(path)
+        stat = path.stat()
+        key = f"file-{path}-{stat.st_size}-{stat.st_mtime_ns}"
+        outcomes.append(data if isinstance(data, str) else screen_one(screener, history, data, path.name, key))
+    return outcomes
+
+
+@st.fragment(run_every=3)
+def watch_folder(screener: Screener, history: History, folder: Path) -> None:
+    st.caption(f"Watching {folder} every 3 seconds; newest first.")
+    show_cases(screener, history, screen_paths(screener, history, folder_images(folder))[::-1], "watch")
 
 
 def show_history(history: History) -> None:
     if history.warning:
         st.warning(history.warning)
-    rows = history.recent()
+    columns = st.columns(4)
+    verdict = columns[0].text_input("Class or verdict", placeholder="e.g. Pro or Benign")
+    only_referred = columns[1].toggle("Only referred")
+    text = columns[2].text_input("Name or note contains")
+    since = columns[3].date_input("Since", value=None)
+    rows = history.recent(verdict=verdict.strip(), only_referred=only_referred, text=text.strip(),
+                          since=since.isoformat() if since else "")  # fmt: skip
     if not rows:
-        st.info("No results saved yet.")
+        st.info("No saved results match." if history.available else "History is off.")
         return
     ui.results_table(rows)
     st.download_button("Download history (CSV)", results_csv(rows), "smearscope-history.csv", "text/csv")
@@ -132,9 +200,13 @@ def main() -> None:
     if screener is None:
         return
     history = load_history()
-    screen_tab, history_tab, model_tab = st.tabs(["Screen", "History", "Model"])
+    st.sidebar.toggle("Keep a copy of each image in the history", key="keep_images",
+                      help=f"Off by default. Images are stored in {history.images}.")  # fmt: skip
+    screen_tab, folder_tab, history_tab, model_tab = st.tabs(["Screen", "Folder", "History", "Model"])
     with screen_tab:
         screen_uploads(screener, history)
+    with folder_tab:
+        screen_folder(screener, history)
     with history_tab:
         show_history(history)
     with model_tab:

@@ -44,6 +44,7 @@ class Result:
     reasons: list[str] = field(default_factory=list)
     model_name: str = ""
     model_sha256: str = ""
+    image_sha256: str = ""  # of the file as received
     ood_distance: float | None = None  # unfamiliarity of the image (edge_app.ood); None when not measured
     seconds: float = 0.0  # decode-to-result time
 

@@ -7,14 +7,31 @@ tables and bars are plain Markdown/HTML.
 from __future__ import annotations
 
 import html
+import json
+from dataclasses import dataclass
 
 import streamlit as st
+import streamlit.components.v1 as components
 from PIL import Image
 
 from edge_app.classify import Result
 from edge_app.explain import overlay
-from edge_app.records import DISCLAIMER, case_report_html
+from edge_app.fhir import fhir_bundle
+from edge_app.records import DISCLAIMER, REVIEW_CHOICES, History, case_report_html
 from edge_app.screening import Screener
+
+
+@dataclass
+class Case:
+    """One screened image as the page keeps it between reruns."""
+
+    key: str
+    result: Result
+    image: Image.Image
+    when: str
+    history_id: int | None = None
+    review: str = ""
+    note: str = ""
 
 
 def disclaimer() -> None:
@@ -48,8 +65,9 @@ def probability_bars(result: Result) -> None:
     st.markdown(f"<table style='width:100%;border:none'>{rows}</table>", unsafe_allow_html=True)
 
 
-def result_card(screener: Screener, result: Result, image: Image.Image, when: str, key: str) -> None:
-    """Preview, verdict, probabilities, malignancy, severity, heatmap on demand, report download."""
+def result_card(screener: Screener, case: Case, history: History) -> None:
+    """Preview, verdict, probabilities, malignancy, severity, heatmap on demand, review, downloads."""
+    result, image, key = case.result, case.image, case.key
     with st.container(border=True):
         left, right = st.columns([1, 2])
         with left:
@@ -67,13 +85,37 @@ def result_card(screener: Screener, result: Result, image: Image.Image, when: st
                 heatmap = screener.explain(image)
                 st.image(overlay(image, heatmap.heat), width="stretch",
                          caption="Occlusion heatmap: bright = hiding this region weakens the result most")  # fmt: skip
-            st.download_button(
-                "Download printable report (HTML)",
-                case_report_html(result, image, when, screener.bundle.card.get("created", "")),
-                file_name=f"smearscope-{result.source.rsplit('.', 1)[0]}.html",
+            review_controls(case, history)
+            stem = result.source.rsplit(".", 1)[0]
+            report, fhir = st.columns(2)
+            report.download_button(
+                "Printable report (HTML)",
+                case_report_html(result, image, case.when, screener.bundle.card.get("created", "")),
+                file_name=f"smearscope-{stem}.html",
                 mime="text/html",
                 key=f"report-{key}",
             )
+            fhir.download_button(
+                "FHIR R4 export (JSON)",
+                json.dumps(fhir_bundle(result, case.when, case.review, case.note), indent=2),
+                file_name=f"smearscope-{stem}.fhir.json",
+                mime="application/fhir+json",
+                key=f"fhir-{key}",
+            )
+
+
+def review_controls(case: Case, history: History) -> None:
+    """The technician's confirm/override and note, saved into the history row of this case."""
+    with st.expander("Technician review" + (f": {case.review}" if case.review else "")):
+        review = st.selectbox("Review", REVIEW_CHOICES, index=REVIEW_CHOICES.index(case.review),
+                              format_func=lambda c: c or "(not reviewed)", key=f"review-{case.key}")  # fmt: skip
+        note = st.text_input("Note", value=case.note, key=f"note-{case.key}")
+        if st.button("Save review", key=f"save-{case.key}"):
+            case.review, case.note = review, note
+            if case.history_id is not None and history.review(case.history_id, review, note):
+                st.success("Review saved in the history.")
+            else:
+                st.info("Review kept for this session's exports (history is off).")
 
 
 def results_table(rows: list[dict]) -> None:
@@ -103,3 +145,10 @@ def model_summary(screener: Screener) -> None:
     citation = card["training"]["dataset"].get("citation", [])
     if citation:
         st.caption("Trained on: " + card["training"]["dataset"]["name"] + ". " + " ".join(citation))
+    drift = screener.bundle.folder / "drift_report.html"
+    if drift.is_file():
+        st.subheader("Quantization drift report (int8 vs float)")
+        st.download_button("Download the drift report (HTML)", drift.read_bytes(), "drift_report.html", "text/html")
+        components.html(drift.read_text(), height=900, scrolling=True)
+    with st.expander("Model card (JSON)"):
+        st.json(card, expanded=False)

@@ -30,19 +30,21 @@ DISCLAIMER = (
     "qualified person and never replace a hematologist's reading or confirmatory tests."
 )
 CSV_FIELDS = (
-    "time", "source", "verdict", "inconclusive", "class", "confidence", "p_malignant", "severity",
-    "reasons", "model", "model_sha256",
+    "time", "source", "image_sha256", "verdict", "inconclusive", "class", "confidence", "p_malignant",
+    "severity", "reasons", "model", "model_sha256", "review", "note",
 )  # fmt: skip
+REVIEW_CHOICES = ("", "confirmed", "overridden: benign", "overridden: malignant", "overridden: not assessable")
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def csv_row(result: Result, when: str) -> dict:
+def csv_row(result: Result, when: str, review: str = "", note: str = "") -> dict:
     return {
         "time": when,
         "source": result.source,
+        "image_sha256": result.image_sha256,
         "verdict": result.verdict,
         "inconclusive": result.inconclusive,
         "class": result.label,
@@ -52,12 +54,14 @@ def csv_row(result: Result, when: str) -> dict:
         "reasons": "; ".join(result.reasons),
         "model": result.model_name,
         "model_sha256": result.model_sha256,
+        "review": review,
+        "note": note,
     }
 
 
 def results_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -119,21 +123,29 @@ def data_dir() -> Path:
 
 
 class History:
-    """Append-only local history of results; every failure becomes ``self.warning``, never an exception."""
+    """Local history of results and reviews; every failure becomes ``self.warning``, never an exception.
+
+    One row per screened image: the result, the image's sha256, the model's hash, and the
+    technician's optional review (confirm/override) and note. The image itself is stored only
+    when the user opts in (``keep_images``), as a file beside the database named by its sha256.
+    """
+
+    COLUMNS = (
+        "time TEXT NOT NULL, source TEXT, image_sha256 TEXT, verdict TEXT, inconclusive INTEGER, class TEXT, "
+        "confidence REAL, p_malignant REAL, severity INTEGER, reasons TEXT, model TEXT, model_sha256 TEXT, "
+        "review TEXT DEFAULT '', note TEXT DEFAULT '', image_file TEXT, data TEXT"
+    )
 
     def __init__(self, path: Path | None = None):
         self.path = path or data_dir() / "history.sqlite"
+        self.images = self.path.parent / "images"
         self.warning: str | None = None
         self.available = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, "
-                    "source TEXT, verdict TEXT, inconclusive INTEGER, class TEXT, confidence REAL, "
-                    "p_malignant REAL, severity INTEGER, reasons TEXT, model TEXT, model_sha256 TEXT, data TEXT)"
-                )
+                db.execute(f"CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY AUTOINCREMENT, {self.COLUMNS})")
             self.available = True
         except (OSError, sqlite3.Error) as error:
             self.warning = f"History is off: {self.path} cannot be written ({error}). Results are still shown."
@@ -142,6 +154,7 @@ class History:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """One connection, one transaction: committed on success, rolled back on error, always closed."""
         connection = sqlite3.connect(self.path, timeout=10)
+        connection.row_factory = sqlite3.Row
         try:
             connection.execute("PRAGMA synchronous=FULL")
             with connection:
@@ -149,31 +162,69 @@ class History:
         finally:
             connection.close()
 
-    def add(self, result: Result, when: str) -> bool:
-        if not self.available:
-            return False
-        row = csv_row(result, when)
-        try:
-            with self._connect() as db:  # one transaction per result
-                db.execute(
-                    "INSERT INTO results (time, source, verdict, inconclusive, class, confidence, p_malignant, "
-                    "severity, reasons, model, model_sha256, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (when, row["source"], row["verdict"], int(result.inconclusive), row["class"], result.confidence,
-                     result.p_malignant, result.severity, row["reasons"], row["model"], row["model_sha256"],
-                     json.dumps(result.as_dict())),
-                )  # fmt: skip
-            return True
-        except (OSError, sqlite3.Error) as error:
-            self.warning = f"History could not save the last result ({error}). Results are still shown."
-            return False
+    def _failed(self, what: str, error: Exception) -> None:
+        self.warning = f"History could not {what} ({error}). Results are still shown."
 
-    def recent(self, limit: int = 200) -> list[dict]:
+    def add(self, result: Result, when: str, image_bytes: bytes | None = None) -> int | None:
+        """Save one result in its own transaction; return its id, or None (and a warning) on failure."""
         if not self.available:
-            return []
+            return None
+        row = csv_row(result, when)
+        image_file = None
+        try:
+            if image_bytes is not None and result.image_sha256:
+                self.images.mkdir(exist_ok=True)
+                image_file = f"{result.image_sha256}{Path(result.source).suffix.lower()[:6]}"
+                (self.images / image_file).write_bytes(image_bytes)
+            with self._connect() as db:
+                cursor = db.execute(
+                    "INSERT INTO results (time, source, image_sha256, verdict, inconclusive, class, confidence, "
+                    "p_malignant, severity, reasons, model, model_sha256, image_file, data) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (when, row["source"], result.image_sha256, row["verdict"], int(result.inconclusive),
+                     row["class"], result.confidence, result.p_malignant, result.severity, row["reasons"],
+                     row["model"], row["model_sha256"], image_file, json.dumps(result.as_dict())),
+                )  # fmt: skip
+                return int(cursor.lastrowid)
+        except (OSError, sqlite3.Error) as error:
+            self._failed("save the last result", error)
+            return None
+
+    def review(self, result_id: int, review: str, note: str) -> bool:
+        """Record the technician's confirm/override and note for a saved result."""
+        if not self.available or review not in REVIEW_CHOICES:
+            return False
         try:
             with self._connect() as db:
-                db.row_factory = sqlite3.Row
-                rows = db.execute("SELECT * FROM results ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        except (OSError, sqlite3.Error):
+                db.execute("UPDATE results SET review = ?, note = ? WHERE id = ?", (review, note, result_id))
+            return True
+        except (OSError, sqlite3.Error) as error:
+            self._failed("save the review", error)
+            return False
+
+    def recent(
+        self, limit: int = 500, verdict: str = "", only_referred: bool = False, text: str = "", since: str = ""
+    ) -> list[dict]:
+        """Newest first, filtered by class/verdict, referral, a text in name or note, and a start date."""
+        if not self.available:
             return []
-        return [{k: row[k] for k in CSV_FIELDS if k != "class"} | {"class": row["class"]} for row in rows]
+        clauses, values = [], []
+        if verdict:
+            clauses.append("(class = ? OR verdict = ?)")
+            values += [verdict, verdict]
+        if only_referred:
+            clauses.append("inconclusive = 1")
+        if text:
+            clauses.append("(source LIKE ? OR note LIKE ?)")
+            values += [f"%{text}%", f"%{text}%"]
+        if since:
+            clauses.append("time >= ?")
+            values.append(since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        try:
+            with self._connect() as db:
+                rows = db.execute(f"SELECT * FROM results {where} ORDER BY id DESC LIMIT ?", (*values, limit))
+                return [{"id": r["id"], **{k: r[k] for k in CSV_FIELDS}} for r in rows.fetchall()]
+        except (OSError, sqlite3.Error) as error:
+            self._failed("be read", error)
+            return []

@@ -7,6 +7,7 @@ the page, the batch runner and the tests all call this.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class Screener:
     def pixels(self, image: Image.Image) -> np.ndarray:
         return model_pixels(image, self.size)
 
-    def screen_image(self, image: Image.Image, source: str = "") -> Result:
+    def screen_image(self, image: Image.Image, source: str = "", image_sha256: str = "") -> Result:
         started = time.perf_counter()
         pixels = self.pixels(image)
         if self.detector is None:
@@ -43,12 +44,13 @@ class Screener:
             reasons, distance = self.detector.reasons(pixels)
         result = self.classifier.result(self.classifier.probabilities(pixels), source, reasons)
         result.ood_distance = distance
+        result.image_sha256 = image_sha256
         result.seconds = time.perf_counter() - started
         return result
 
     def screen_bytes(self, data: bytes, name: str = "image") -> Result:
         """Decode and screen; raises edge_app.imaging.ImageError with a sentence for bad files."""
-        return self.screen_image(open_image(data, name), name)
+        return self.screen_image(open_image(data, name), name, hashlib.sha256(data).hexdigest())
 
     def explain(self, image: Image.Image) -> Heatmap:
         return occlusion_heatmap(self.classifier, self.pixels(image))

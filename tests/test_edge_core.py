@@ -21,9 +21,10 @@ from PIL import Image
 
 from edge_app.bundle import BundleError, list_bundles, load_bundle, resolve_inside
 from edge_app.classify import softmax
+from edge_app.fhir import fhir_bundle
 from edge_app.imaging import ImageError, model_pixels
 from edge_app.ood import fit_ood, image_features
-from edge_app.records import History, case_report_html, csv_row, results_csv
+from edge_app.records import CSV_FIELDS, History, case_report_html, csv_row, results_csv
 from edge_app.screening import NO_OOD_CALIBRATION, Screener
 from tests.conftest import PROJECT_ROOT, smear_like
 from tests.test_model_card import valid_card
@@ -167,20 +168,52 @@ def test_softmax_with_temperature() -> None:
 def test_exports_and_history(bundle_dir: Path, tmp_path: Path) -> None:
     screener = Screener(bundle_dir)
     image = smears(900, 1)[0]
-    result = screener.screen_image(image, "case <1>.png")
-    row = csv_row(result, "2026-11-24T10:00:00+00:00")
+    data = io_png(image)
+    result = screener.screen_bytes(data, "case <1>.png")
+    assert result.image_sha256 == hashlib.sha256(data).hexdigest()
+    row = csv_row(result, "2026-11-24T10:00:00+00:00", "confirmed", "agree")
     text = results_csv([row, row])
-    assert text.splitlines()[0].startswith("time,source,verdict") and len(text.splitlines()) == 3
+    assert text.splitlines()[0] == ",".join(CSV_FIELDS) and len(text.splitlines()) == 3
     page = case_report_html(result, image, "2026-11-24T10:00:00+00:00")
     assert "data:image/jpeg;base64," in page and "case &lt;1&gt;.png" in page
     assert "not a diagnostic device" in page and result.model_sha256 in page
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
 
     history = History(tmp_path / "data" / "history.sqlite")
-    assert history.add(result, "t1") and history.add(result, "t2")
-    assert [r["time"] for r in history.recent()] == ["t2", "t1"]
+    first = history.add(result, "2026-11-23T09:00:00+00:00")
+    second = history.add(result, "2026-11-24T09:00:00+00:00", image_bytes=data)  # image kept: opt-in
+    assert [r["id"] for r in history.recent()] == [second, first]
+    assert history.review(first, "overridden: benign", "normal lymphocytes") is True
+    assert history.review(first, "made-up choice", "") is False
+    reviewed = next(r for r in history.recent() if r["id"] == first)
+    expected = ("overridden: benign", "normal lymphocytes", result.image_sha256)
+    assert (reviewed["review"], reviewed["note"], reviewed["image_sha256"]) == expected
+    assert [r["id"] for r in history.recent(text="lymphocytes")] == [first]
+    assert [r["id"] for r in history.recent(since="2026-11-24")] == [second]
+    assert [r["id"] for r in history.recent(verdict=result.label)] == [second, first]
+    assert history.recent(verdict="no such class") == []
+    assert history.recent(only_referred=True) == ([] if not result.inconclusive else history.recent())
+    stored = list((history.images).iterdir())
+    assert [p.read_bytes() for p in stored] == [data]  # one image, only the opted-in one
     with sqlite3.connect(history.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_fhir_export_is_valid_r4_structure(bundle_dir: Path) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    result = Screener(bundle_dir).screen_bytes(io_png(smears(900, 1)[0]), "case.png")
+    exported = fhir_bundle(result, "2026-11-24T10:00:00+00:00", "confirmed", "agree")
+    parsed = Bundle.model_validate(json.loads(json.dumps(exported)))
+    report, observation = (e.resource for e in parsed.entry)
+    assert report.__resource_type__ == "DiagnosticReport" and observation.__resource_type__ == "Observation"
+    assert report.status == observation.status == "preliminary"
+    assert report.result[0].reference == parsed.entry[1].fullUrl
+    assert observation.valueCodeableConcept.coding[0].code == result.label
+    values = {c.code.text.split(" (")[0]: c for c in observation.component}
+    malignancy = float(values["Probability of malignancy"].valueQuantity.value)
+    assert malignancy == pytest.approx(result.p_malignant * 100, abs=0.01)
+    assert any("Technician review: confirmed" in n.text for n in observation.note)
 
 
 def test_history_on_a_read_only_folder_only_warns(tmp_path: Path, bundle_dir: Path) -> None:
@@ -194,7 +227,7 @@ def test_history_on_a_read_only_folder_only_warns(tmp_path: Path, bundle_dir: Pa
         history = History(locked / "history.sqlite")
     assert history.warning and "History is off" in history.warning
     result = Screener(bundle_dir).screen_image(smears(900, 1)[0], "x")
-    assert history.add(result, "t") is False and history.recent() == []
+    assert history.add(result, "t") is None and history.recent() == []
 
 
 def test_bad_upload_bytes_raise_a_sentence(bundle_dir: Path) -> None:
@@ -216,6 +249,12 @@ def test_page_screens_uploads_headless(bundle_dir: Path, tmp_path: Path, monkeyp
     assert any("bad.jpg is not an image" in e.value for e in app.error)
     assert any("a.png" in m.value for m in app.markdown)  # the results table
     assert "not a diagnostic device" in " ".join(c.value for c in app.caption)
+    # the review is saved into the history, which the History tab then lists (and exports)
+    app.selectbox(key=next(b.key for b in app.selectbox if (b.key or "").startswith("review-"))).set_value("confirmed")
+    app.button(key=next(b.key for b in app.button if (b.key or "").startswith("save-"))).click().run()
+    assert not app.exception
+    assert any("Review saved" in m.value for m in app.success)
+    assert any("| a.png |" in m.value for m in app.markdown)
 
 
 def io_png(image: Image.Image) -> bytes:
