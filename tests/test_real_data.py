@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.bundle import sha256_of
 from edge_app.model_card import read_card
 from tests.conftest import PROJECT_ROOT, REAL_DATA
-from train.dataset import file_sha256, scan_dataset
+from train.dataset import scan_dataset
 from train.dedup import group_duplicates, perceptual_hashes
 from train.split import check_no_group_leak, make_split, read_manifest
 
@@ -59,7 +60,7 @@ def test_committed_manifest_matches_the_dataset(real_scan) -> None:
     # the committed manifest is what today's code makes from today's data
     assert rows == make_split(scan, duplicates, seed=read_card(DEFAULT_RUN / "model_card.json")["training"]["seed"])
     for row in rows[::97]:
-        assert file_sha256(REAL_DATA / row.path) == row.sha256
+        assert sha256_of(REAL_DATA / row.path) == row.sha256
 
 
 def test_committed_default_run_is_consistent() -> None:

@@ -8,7 +8,6 @@ class names match a known dataset (the ALL 4-class set), and plain defaults othe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from edge_app.bundle import sha256_of
 from edge_app.imaging import load_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
@@ -68,14 +68,6 @@ class ScanResult:
         for r in self.records:
             counts[self.classes[r.label].name] += 1
         return counts
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _known_defaults(class_names: list[str]) -> tuple[dict, str]:
@@ -170,7 +162,7 @@ def scan_dataset(root: str | Path, metadata_path: Path | None = None, min_side: 
             if isinstance(outcome, str):
                 rejected.append(Rejected(relative, outcome))
                 continue
-            records.append(ImageRecord(relative, info.id, file_sha256(path), *outcome))
+            records.append(ImageRecord(relative, info.id, sha256_of(path), *outcome))
     if not records:
         raise DatasetError(f"No readable images were found in {root}.")
     counts = {c.name: 0 for c in classes}
