@@ -6,7 +6,7 @@ EDGE_VENV ?= .venv-edge
 RUN ?= runs/default
 PORT ?= 8501
 
-.PHONY: test lint train scan app clean-venv
+.PHONY: test lint train scan convert app clean-venv
 
 # A virtual environment made from scratch, rebuilt whenever a requirements file changes.
 # The test environment holds every stage (training, conversion, the app) and the dev tools.
@@ -30,6 +30,10 @@ test: $(VENV)/.installed $(EDGE_VENV)/.installed
 	$(BIN)/ruff format --check .
 	@SMEARSCOPE_EDGE_PYTHON=$(EDGE_VENV)/bin/python $(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
+
+# Convert the default run to the app's int8 bundle with the drift gate; writes edge_app/models/default/.
+convert: $(VENV)/.installed
+	$(BIN)/python -m convert --run $(RUN) --out edge_app/models/default
 
 # Launch the app on the bundled default model at http://127.0.0.1:$(PORT) (settings: .streamlit/config.toml).
 app: $(EDGE_VENV)/.installed

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score
 
-from train.metrics import classification_metrics, probabilities
+from convert.quiet import quiet_native_stderr
+from edge_app.runtime import TFLiteModel
+from train.metrics import classification_metrics, probabilities, selective
 
 
 @dataclass
@@ -28,39 +30,11 @@ def keras_logits(model: object, images: np.ndarray, batch_size: int = 32) -> np.
     return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
-def _feed(batch: np.ndarray, detail: dict) -> np.ndarray:
-    """Raw uint8 pixels as the input tensor wants them (bytes go straight in when scale 1, zero point 0)."""
-    dtype = np.dtype(detail["dtype"])
-    scale, zero_point = detail["quantization"]
-    if dtype == np.float32:
-        return batch.astype(np.float32)
-    if dtype == np.uint8 and scale in (0.0, 1.0) and zero_point == 0:
-        return batch.astype(np.uint8)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-def _dequantize(raw: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(raw.dtype, np.integer) and scale:
-        return (raw.astype(np.float64) - zero_point) * scale
-    return raw.astype(np.float64)
-
-
 def tflite_logits(content: bytes, images: np.ndarray, num_threads: int = 1) -> np.ndarray:
-    """Run a .tflite model image by image through LiteRT (``ai_edge_litert``), as the app does."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=content, num_threads=num_threads)
-    interpreter.allocate_tensors()
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    results = []
-    for image in images:
-        interpreter.set_tensor(input_detail["index"], _feed(image[None], input_detail))
-        interpreter.invoke()
-        results.append(_dequantize(interpreter.get_tensor(output_detail["index"])[0], output_detail))
-    return np.stack(results)
+    """Run a .tflite model image by image through the app's own runtime wrapper (edge_app.runtime)."""
+    with quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        model = TFLiteModel(content=content, num_threads=num_threads)
+    return np.stack([model.run(image) for image in images])
 
 
 def outputs(logits: np.ndarray, temperature: float) -> ModelOutputs:
@@ -85,8 +59,13 @@ def compare(
     class_names: list[str],
     malignant: list[bool],
     paths: list[str],
+    abstain_threshold: float | None = None,
 ) -> dict:
-    """All drift figures: both models' metrics, their deltas (points), agreement, probability gaps, disagreements."""
+    """All drift figures: both models' metrics, their deltas (points), agreement, probability gaps, disagreements.
+
+    With ``abstain_threshold`` (the card's), also how often each model would refer an image, and on how
+    many images the two refer differently: the app's decision, not only its top class.
+    """
     float_metrics = classification_metrics(labels, reference.probs, class_names, malignant)
     int8_metrics = classification_metrics(labels, candidate.probs, class_names, malignant)
     float_pred, int8_pred = reference.probs.argmax(1), candidate.probs.argmax(1)
@@ -109,6 +88,16 @@ def compare(
     if screening["float"] and screening["int8"]:
         screening["delta_points"] = {
             key: _points(screening["int8"][key], screening["float"][key]) for key in ("sensitivity", "specificity")
+        }
+    abstain = None
+    if abstain_threshold is not None:
+        refer_float = reference.probs.max(1) < abstain_threshold
+        refer_int8 = candidate.probs.max(1) < abstain_threshold
+        abstain = {
+            "threshold": abstain_threshold,
+            "float": selective(labels, reference.probs, abstain_threshold),
+            "int8": selective(labels, candidate.probs, abstain_threshold),
+            "decisions_differ": int((refer_float != refer_int8).sum()),
         }
     return {
         "split": "test",
@@ -137,6 +126,7 @@ def compare(
             for name in class_names
         },
         "screening": screening,
+        "abstain": abstain,
         "probability_difference": {
             "mean_abs": float(prob_gap.mean()) if prob_gap.size else 0.0,
             "max_abs": float(prob_gap.max()) if prob_gap.size else 0.0,

@@ -80,7 +80,7 @@ def evaluate(
         )
 
     accuracy = drift["accuracy"]
-    drop = -accuracy["delta_points"]
+    drop = -accuracy["delta_points"] + 0.0  # + 0.0: no "-0.00"
     ok = drop <= thresholds.max_accuracy_drop_points + TOLERANCE
     checks.append(
         {
@@ -98,7 +98,7 @@ def evaluate(
         )
 
     for name, recall in drift["per_class_recall"].items():
-        drop = -recall["delta_points"]
+        drop = -recall["delta_points"] + 0.0
         ok = drop <= thresholds.max_recall_drop_points + TOLERANCE
         checks.append(
             {
@@ -131,10 +131,11 @@ def evaluate(
         sentence = f"Gate failed: {_join(broken)}."
     else:
         worst_recall = max((-r["delta_points"] for r in drift["per_class_recall"].values()), default=0.0)
+        worst_recall = worst_recall if worst_recall > 0 else 0.0  # no "-0.00"
         sentence = (
             f"Gate passed: top-1 agreement {agreement:.2f}% (>= {thresholds.min_agreement_percent:.2f}%), accuracy "
             f"change {accuracy['delta_points']:+.2f} points (drop <= {thresholds.max_accuracy_drop_points:.2f}), "
-            f"largest recall drop {max(worst_recall, 0.0):.2f} points (<= {thresholds.max_recall_drop_points:.2f})"
+            f"largest recall drop {worst_recall:.2f} points (<= {thresholds.max_recall_drop_points:.2f})"
             f"{', integer-only' if integer_only else ', NOT integer-only (float ops explicitly allowed)'}."
         )
     return GateResult(not broken, sentence, checks, thresholds, allow_float_ops)

@@ -7,14 +7,13 @@ the one listed in the manifest.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from convert import InputError
-from edge_app.imaging import model_pixels
+from edge_app.bundle import sha256_of
 from edge_app.model_card import ModelCardError, read_card
 from train.split import ManifestRow, read_manifest
 
@@ -52,14 +51,6 @@ class RunFolder:
         return [r for r in self.rows if r.split == name]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_run(run: Path) -> RunFolder:
     """Validate the run folder: model, card (schema), manifest (sha256 recorded in the card)."""
     run = Path(run)
@@ -78,7 +69,7 @@ def read_run(run: Path) -> RunFolder:
     manifest_path = run / str(dataset.get("manifest", "manifest.csv"))
     if not manifest_path.is_file():
         raise InputError(f"The run folder {run} has no split manifest {manifest_path.name}.")
-    actual = _sha256(manifest_path)
+    actual = sha256_of(manifest_path)
     if actual != dataset["manifest_sha256"]:
         raise InputError(
             f"The manifest {manifest_path} does not match its model card (sha256 {actual[:12]}... instead of "
@@ -107,7 +98,7 @@ def check_images(data: Path, rows: list[ManifestRow]) -> None:
     missing = [r.path for r in rows if not (data / r.path).is_file()]
     if missing:
         raise InputError(f"{len(missing)} manifest images are missing from {data}, e.g. {missing[0]}.")
-    changed = [r.path for r in rows if _sha256(data / r.path) != r.sha256]
+    changed = [r.path for r in rows if sha256_of(data / r.path) != r.sha256]
     if changed:
         raise InputError(
             f"{len(changed)} images in {data} differ from the manifest (sha256), e.g. {changed[0]}: "
@@ -140,17 +131,6 @@ def stratified_sample(rows: list[ManifestRow], size: int, seed: int) -> list[Man
         picks = rng.choice(len(members), size=min(int(count), len(members)), replace=False)
         chosen += [members[i] for i in sorted(picks)]
     return sorted(chosen, key=lambda r: r.path)
-
-
-def load_pixels(
-    data: Path, rows: list[ManifestRow], size: int, class_names: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 [N, size, size, 3] through the shared resize policy, and integer labels."""
-    images = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
-    for index, row in enumerate(rows):
-        images[index] = model_pixels(Path(data) / row.path, size)
-    labels = np.array([class_names.index(r.class_name) for r in rows], dtype=np.int64)
-    return images, labels
 
 
 def class_counts(rows: list[ManifestRow], class_names: list[str]) -> dict[str, int]:

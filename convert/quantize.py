@@ -12,9 +12,6 @@ float output would only append a DEQUANTIZE op; the consumer dequantizes with th
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,31 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from convert import ConversionError
+from convert.quiet import quiet_native_stderr
 
 RepresentativeData = Callable[[], Iterator[list[np.ndarray]]]
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[list[str]]:
-    """Hide the converter's C++ log lines (written straight to file descriptor 2).
-
-    Yields a list that receives the captured lines, so a failure can still quote them.
-    """
-    captured: list[str] = []
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real stderr (embedded use): nothing to hide
-        yield captured
-        return
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            captured += sink.read().decode("utf-8", "replace").splitlines()
 
 
 def _last_error_line(lines: list[str], error: BaseException) -> str:
@@ -114,9 +89,16 @@ def convert_int8(saved_model: Path, images: np.ndarray) -> bytes:
 def fix_io_types(model: bytes) -> bytes:
     """Give a selectively quantized model (float I/O from the quantizer) the bundle's uint8 input / int8 output.
 
-    Uses the same routine the converter applies to its own output. An output produced by a float
-    layer has nothing to dequantize and stays float32; the card records whatever comes out.
+    Uses the routine the converter applies to its own output. Where the first layer is kept in
+    float there is no input QUANTIZE to fold and the input stays float32; where the last one is,
+    the output stays float32. The card records whatever comes out, and the app handles both.
     """
     from tensorflow.lite.python.util import modify_model_io_type  # not in tf.lite's public API
 
-    return bytes(modify_model_io_type(model, tf.uint8, tf.int8))
+    for input_type in (tf.uint8, tf.float32):
+        with quiet_native_stderr():  # absl warns when a float output keeps its type: expected here
+            try:
+                return bytes(modify_model_io_type(model, input_type, tf.int8))
+            except ValueError:  # "Model input is not dequantized": the first layer is float
+                continue
+    return model

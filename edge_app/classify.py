@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edge_app.bundle import BundleError, ModelBundle
-from edge_app.runtime import interpreter_class
+from edge_app.runtime import TFLiteModel
 
 SEVERITY_COLOURS = {0: "#2e7d32", 1: "#f9a825", 2: "#ef6c00", 3: "#c62828"}
 SEVERITY_WORDS = {0: "none", 1: "low", 2: "moderate", 3: "high"}
@@ -71,47 +71,26 @@ class Classifier:
     """A loaded interpreter for one bundle; feed it uint8 RGB arrays of the model's input size."""
 
     def __init__(self, bundle: ModelBundle, num_threads: int | None = None):
-        interpreter_type, self.runtime = interpreter_class()
         self.bundle = bundle
-        self.interpreter = interpreter_type(model_path=str(bundle.model_path), num_threads=num_threads)
-        self.interpreter.allocate_tensors()
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
+        self.model = TFLiteModel(str(bundle.model_path), num_threads=num_threads)
+        self.runtime = self.model.runtime
         card = bundle.card
         self.classes = card["classes"]
         self.temperature = float(card["calibration"]["temperature"])
         self.threshold = float(card["calibration"]["abstain_threshold"])
-        shape = tuple(int(d) for d in self._input["shape"])
         self.size = int(card["input"]["height"])
+        shape = self.model.input_shape
         if shape[1:] != (self.size, int(card["input"]["width"]), 3):
             raise BundleError(f"The model in {bundle.folder} takes input {shape}, but its card says {self.size}px RGB.")
-        outputs = int(self._output["shape"][-1])
-        if outputs != len(self.classes):
+        if self.model.outputs != len(self.classes):
             raise BundleError(
-                f"The model in {bundle.folder} has {outputs} outputs but its card names {len(self.classes)} classes."
+                f"The model in {bundle.folder} has {self.model.outputs} outputs but its card names "
+                f"{len(self.classes)} classes."
             )
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """Dequantized logits for one uint8 [H, W, 3] image."""
-        self.interpreter.set_tensor(self._input["index"], self._quantize(pixels[None]))
-        self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self._output["index"])[0]
-        scale, zero_point = self._output["quantization"]
-        if np.issubdtype(raw.dtype, np.integer) and scale:
-            return (raw.astype(np.float32) - zero_point) * scale
-        return raw.astype(np.float32)
-
-    def _quantize(self, batch: np.ndarray) -> np.ndarray:
-        dtype = self._input["dtype"]
-        if dtype == np.uint8:
-            scale, zero_point = self._input["quantization"]
-            if scale in (0.0, 1.0) and zero_point == 0:
-                return batch.astype(np.uint8)  # raw pixel bytes go straight in
-            return np.clip(np.round(batch / scale + zero_point), 0, 255).astype(np.uint8)
-        if dtype == np.int8:
-            scale, zero_point = self._input["quantization"]
-            return np.clip(np.round(batch / scale + zero_point), -128, 127).astype(np.int8)
-        return batch.astype(np.float32)
+        return self.model.run(pixels)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return softmax(self.logits(pixels), self.temperature)

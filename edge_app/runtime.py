@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import numpy as np
+
 RUNTIMES = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
     ("tflite_runtime.interpreter", "tflite-runtime"),
@@ -40,3 +42,47 @@ def runtime_version(distribution: str) -> str:
         return version(distribution)
     except PackageNotFoundError:
         return "unknown"
+
+
+class TFLiteModel:
+    """One .tflite model on the runtime: raw uint8 pixels in, dequantized float outputs out.
+
+    The app's classifier and the conversion stage's drift check both run models through this
+    class, so the drift figures describe exactly what the app computes.
+    """
+
+    def __init__(self, path: str | None = None, content: bytes | None = None, num_threads: int | None = None):
+        interpreter_type, self.runtime = interpreter_class()
+        self.interpreter = interpreter_type(model_path=path, model_content=content, num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.input["shape"])
+
+    @property
+    def outputs(self) -> int:
+        return int(self.output["shape"][-1])
+
+    def _feed(self, batch: np.ndarray) -> np.ndarray:
+        """Raw pixels as the input tensor wants them (bytes go straight in at scale 1, zero point 0)."""
+        dtype = np.dtype(self.input["dtype"])
+        scale, zero_point = self.input["quantization"]
+        if dtype == np.float32:
+            return batch.astype(np.float32)
+        if dtype == np.uint8 and scale in (0.0, 1.0) and zero_point == 0:
+            return batch.astype(np.uint8)
+        info = np.iinfo(dtype)
+        return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """Dequantized output (float64 [classes]) for one uint8 [H, W, 3] image."""
+        self.interpreter.set_tensor(self.input["index"], self._feed(pixels[None]))
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self.output["index"])[0]
+        scale, zero_point = self.output["quantization"]
+        if np.issubdtype(raw.dtype, np.integer) and scale:
+            return (raw.astype(np.float64) - zero_point) * scale
+        return raw.astype(np.float64)
