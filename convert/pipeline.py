@@ -32,7 +32,7 @@ from convert.inspect_ops import ModelInspection, inspect_model, integer_only_pro
 from convert.quiet import quiet_native_stderr
 from convert.report import HTML_FILE, JSON_FILE, write_reports
 from edge_app.bundle import sha256_of
-from train.pipeline import load_images
+from train.split import load_images
 
 CARD_METRIC_KEYS = ("n", "accuracy", "macro", "per_class", "roc_auc_ovr_macro", "confusion_matrix", "screening")
 

@@ -266,7 +266,7 @@ def converted(tiny_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
 
     from convert.inputs import read_run
     from convert.quantize import convert_float, convert_int8, export_saved_model
-    from train.pipeline import load_images
+    from train.split import load_images
 
     run_path, data = tiny_run
     run = read_run(run_path)
@@ -469,7 +469,7 @@ def default_reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from convert.drift import keras_logits, outputs
     from convert.inputs import read_run
     from convert.quantize import export_saved_model
-    from train.pipeline import load_images
+    from train.split import load_images
 
     run = read_run(DEFAULT_RUN)
     rows = run.split("test")

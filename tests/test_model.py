@@ -11,9 +11,9 @@ import pytest
 from tests.conftest import make_dataset
 from train.dataset import scan_dataset
 from train.model import BN_MOMENTUM, build_model, set_batchnorm_momentum
-from train.pipeline import Augmentation, augment_image, load_images
+from train.pipeline import Augmentation, augment_image
 from train.pipeline import make_dataset as make_tf_dataset
-from train.split import ManifestRow
+from train.split import ManifestRow, load_images
 
 
 @pytest.mark.parametrize("architecture", ["small", "large"])

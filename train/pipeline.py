@@ -1,7 +1,7 @@
 """Images in memory and the tf.data input pipeline with microscopy augmentation.
 
-Images are decoded and resized once with the shared resize policy (``resize_for_model``), so
-training sees exactly the pixels the app will feed the model. Augmentation models what changes
+Images are decoded and resized once with the shared resize policy (``train.split.load_images``),
+so training sees exactly the pixels the app will feed the model. Augmentation models what changes
 between clinics: slide orientation (flips, 90-degree turns), magnification (small scale/crop),
 illumination (brightness/contrast), stain batches (hue/saturation), focus (blur) and camera
 compression (JPEG re-encoding).
@@ -10,13 +10,9 @@ compression (JPEG re-encoding).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-
-from edge_app.imaging import model_pixels
-from train.split import ManifestRow
 
 
 @dataclass(frozen=True)
@@ -30,17 +26,6 @@ class Augmentation:
     blur_sigma: tuple[float, float] = (0.3, 1.2)
     jpeg_probability: float = 0.3
     jpeg_quality: tuple[int, int] = (40, 95)
-
-
-def load_images(
-    root: Path, rows: list[ManifestRow], size: int, class_names: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode, convert to RGB and resize every row: uint8 [N, size, size, 3] and int labels."""
-    images = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
-    for index, row in enumerate(rows):
-        images[index] = model_pixels(root / row.path, size)
-    labels = np.array([class_names.index(r.class_name) for r in rows], dtype=np.int32)
-    return images, labels
 
 
 def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:

@@ -27,10 +27,10 @@ from train.dataset import ClassInfo, DatasetError, classes_as_dicts, load_class_
 from train.dedup import DEFAULT_MAX_DISTANCE, group_duplicates, perceptual_hashes
 from train.model import architecture_name, build_model
 from train.ood_calibration import calibrate as calibrate_ood
-from train.pipeline import Augmentation, load_images, make_dataset
+from train.pipeline import Augmentation, make_dataset
 from train.plots import plot_confusion_matrix, plot_curves
 from train.report import dataset_report, write_dataset_report
-from train.split import check_no_group_leak, make_split, read_manifest, split_counts, write_manifest
+from train.split import check_no_group_leak, load_images, make_split, read_manifest, split_counts, write_manifest
 
 
 @dataclass

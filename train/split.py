@@ -1,4 +1,4 @@
-"""Leakage-free, deterministic, stratified train/val/test split and its manifest.
+"""Leakage-free, deterministic, stratified train/val/test split, its manifest, and loading its images.
 
 The manifest (CSV: path, sha256, class, split, group) is what every later stage reads, so the
 conversion drift check and the benchmarks report on exactly the test images training held out.
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from edge_app.imaging import model_pixels
 from train.dataset import DatasetError, ImageRecord, ScanResult
 from train.dedup import DuplicateGroups
 
@@ -115,3 +116,14 @@ def check_no_group_leak(rows: list[ManifestRow]) -> None:
             value = getattr(row, key)
             if seen.setdefault(value, row.split) != row.split:
                 raise DatasetError(f"Leak: {key} {value} appears in both {seen[value]} and {row.split}.")
+
+
+def load_images(
+    root: Path, rows: list[ManifestRow], size: int, class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode, convert to RGB and resize every row: uint8 [N, size, size, 3] and int labels."""
+    images = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
+    for index, row in enumerate(rows):
+        images[index] = model_pixels(root / row.path, size)
+    labels = np.array([class_names.index(r.class_name) for r in rows], dtype=np.int32)
+    return images, labels
