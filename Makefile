@@ -6,7 +6,7 @@ EDGE_VENV ?= .venv-edge
 RUN ?= runs/default
 PORT ?= 8501
 
-.PHONY: test lint train scan convert app clean-venv
+.PHONY: test lint train scan convert app bench bench-quick clean-venv
 
 # A virtual environment made from scratch, rebuilt whenever a requirements file changes.
 # The test environment holds every stage (training, conversion, the app) and the dev tools.
@@ -34,6 +34,22 @@ test: $(VENV)/.installed $(EDGE_VENV)/.installed
 # Convert the default run to the app's int8 bundle with the drift gate; writes edge_app/models/default/.
 convert: $(VENV)/.installed
 	$(BIN)/python -m convert --run $(RUN) --out edge_app/models/default
+
+# The older runtime for the comparison: tflite-runtime 2.14 needs numpy<2 (wheels for Python <= 3.11).
+TFRT_VENV := .venv-bench-tflite-runtime
+$(TFRT_VENV)/.installed: requirements-bench-tflite-runtime.txt
+	rm -rf $(TFRT_VENV)
+	$(PYTHON) -m venv $(TFRT_VENV)
+	$(TFRT_VENV)/bin/python -m pip install --quiet -r requirements-bench-tflite-runtime.txt || \
+		echo "warning: tflite-runtime could not be installed here; that variant will be skipped" >&2
+	touch $@
+
+# Benchmarks: every variant on the manifest's test split; writes bench/results/<date>-<host>.json and .md.
+bench: $(VENV)/.installed $(TFRT_VENV)/.installed
+	$(BIN)/python -m bench
+
+bench-quick: $(VENV)/.installed
+	$(BIN)/python -m bench --quick
 
 # Launch the app on the bundled default model at http://127.0.0.1:$(PORT) (settings: .streamlit/config.toml).
 app: $(EDGE_VENV)/.installed

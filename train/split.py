@@ -12,13 +12,15 @@ import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from edge_app.imaging import model_pixels
 from train.dataset import DatasetError, ImageRecord, ScanResult
-from train.dedup import DuplicateGroups
+
+if TYPE_CHECKING:  # the manifest readers stay light (no scipy/scikit-learn) for the benchmarks on a Pi
+    from train.dedup import DuplicateGroups
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = ("path", "sha256", "class", "split", "group")
@@ -38,6 +40,8 @@ def _one_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
 
     StratifiedGroupKFold gives folds of 1/k; k is the nearest integer to 1/fraction.
     """
+    from sklearn.model_selection import StratifiedGroupKFold
+
     n_splits = max(2, round(1.0 / fraction))
     if len(np.unique(groups)) < n_splits:
         raise DatasetError(f"Too few distinct images ({len(np.unique(groups))}) for a {fraction:.0%} split.")
