@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep the N layers with the worst quantization error in float; this explicitly allows float ops "
         "(the model is then no longer integer-only)",
     )
+    fix.add_argument(
+        "--xnnpack-hard-swish",
+        action="store_true",
+        help="write hard-swish as (x/6)*relu6(x+3) so XNNPACK runs the whole int8 graph (2.8x faster invoke on "
+        "the default model, but one more test image flips: see docs/performance.md)",
+    )
     fix.add_argument("--threads", type=int, default=1, help="LiteRT threads for the drift evaluation")
     return parser.parse_args(argv)
 
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         thresholds=Thresholds(args.min_agreement, args.max_accuracy_drop, args.max_recall_drop),
         allow_float_ops=args.allow_float_ops,
         float_layers=args.float_layers,
+        xnnpack_hard_swish=args.xnnpack_hard_swish,
         debug_layers=args.debug_layers,
         debug_samples=args.debug_samples,
         num_threads=max(1, args.threads),

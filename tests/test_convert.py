@@ -529,3 +529,27 @@ def test_constant_representative_data_fails_the_gate(default_reference: dict) ->
     gate = evaluate(drift, Thresholds())
     assert not gate.passed
     assert "top-1 agreement" in gate.sentence and "(--min-agreement)" in gate.sentence
+
+
+@pytest.mark.slow
+def test_xnnpack_hard_swish_export_has_no_hard_swish_op_and_one_partition(
+    tiny_run: tuple[Path, Path], converted: dict, tmp_path: Path
+) -> None:
+    """The opt-in rebuild computes the same logits and leaves XNNPACK one partition instead of many."""
+    import keras
+
+    from convert.quantize import convert_int8, export_saved_model
+    from edge_app.runtime import TFLiteModel
+    from train.model import delegate_friendly_twin
+
+    run_path, _ = tiny_run
+    model = keras.saving.load_model(run_path / "model.keras")
+    twin = delegate_friendly_twin(model, check=converted["images"][:4])  # raises if the logits differ
+    size = model.input_shape[1]
+    content = convert_int8(export_saved_model(twin, size, tmp_path / "sm"), converted["images"])
+
+    def ops(tflite: bytes) -> list[str]:
+        return [op["op_name"] for op in TFLiteModel(content=tflite).interpreter._get_ops_details()]
+
+    assert "HARD_SWISH" in ops(converted["int8"]) and ops(converted["int8"]).count("DELEGATE") > 1
+    assert "HARD_SWISH" not in ops(content) and ops(content).count("DELEGATE") == 1
