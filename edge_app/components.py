@@ -39,10 +39,13 @@ def disclaimer() -> None:
 
 
 def severity_badge(result: Result) -> str:
-    return (
-        f"<span style='background:{result.severity_colour};color:white;padding:0.15em 0.55em;"
-        f"border-radius:0.3em'>severity {result.severity} · {html.escape(result.severity_word)}</span>"
+    """The severity indicator; a referred image gets a grey "not assessed" instead of a finding."""
+    colour, text = (
+        ("#757575", "severity not assessed")
+        if result.inconclusive
+        else (result.severity_colour, f"severity {result.severity} · {html.escape(result.severity_word)}")
     )
+    return f"<span style='background:{colour};color:white;padding:0.15em 0.55em;border-radius:0.3em'>{text}</span>"
 
 
 def verdict_banner(result: Result) -> None:
@@ -74,10 +77,12 @@ def result_card(screener: Screener, case: Case, history: History) -> None:
             st.image(image, caption=result.source, width="stretch")
         with right:
             verdict_banner(result)
-            st.markdown(
-                f"Probability of malignancy: **{result.p_malignant:.1%}** &nbsp; {severity_badge(result)}",
-                unsafe_allow_html=True,
+            malignancy = (
+                f"Model's estimate of malignancy (not a finding: refer): {result.p_malignant:.1%}"
+                if result.inconclusive
+                else f"Probability of malignancy: **{result.p_malignant:.1%}**"
             )
+            st.markdown(f"{malignancy} &nbsp; {severity_badge(result)}", unsafe_allow_html=True)
             if result.description:
                 st.caption(result.description)
             probability_bars(result)
@@ -122,10 +127,14 @@ def results_table(rows: list[dict]) -> None:
     header = "| image | verdict | confidence | P(malignant) | severity |\n|---|---|---|---|---|\n"
     body = "".join(
         f"| {html.escape(str(r['source']))} | {html.escape(str(r['verdict']))} | {float(r['confidence']):.1%} | "
-        f"{float(r['p_malignant']):.1%} | {r['severity']} |\n"
+        f"{float(r['p_malignant']):.1%} | {'-' if _referred(r) else r['severity']} |\n"
         for r in rows
     )
     st.markdown(header + body)
+
+
+def _referred(row: dict) -> bool:
+    return str(row["inconclusive"]).lower() in ("true", "1")
 
 
 def model_summary(screener: Screener) -> None:
@@ -138,7 +147,7 @@ def model_summary(screener: Screener) -> None:
         f"{test['n']} held-out images · runtime {screener.classifier.runtime}  \n"
         f"sha256 `{screener.bundle.sha256}`"
     )
-    int8 = card.get("int8_test") or card.get("metrics", {}).get("int8_test")
+    int8 = card["metrics"].get("int8_test")
     if int8:
         st.markdown(f"int8 test accuracy {int8['accuracy']:.2%}, macro-F1 {int8['macro']['f1']:.3f}")
     st.markdown("Classes: " + ", ".join(f"{c['display_name']} (severity {c['severity']})" for c in card["classes"]))

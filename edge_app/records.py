@@ -85,6 +85,12 @@ def case_report_html(result: Result, image: Image.Image, when: str, model_versio
     )
     reasons = "".join(f"<li>{e(r)}</li>" for r in result.reasons)
     verdict_class = "refer" if result.inconclusive else ("malignant" if result.malignant else "benign")
+    severity = (
+        f"model's estimate of malignancy {result.p_malignant:.1%} (not a finding: refer); severity not assessed"
+        if result.inconclusive
+        else f"probability of malignancy {result.p_malignant:.1%}; severity "
+        f'<span class="severity">{result.severity} ({e(result.severity_word)})</span>'
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>SmearScope report: {e(result.source)}</title>
 <style>
@@ -102,8 +108,7 @@ td.bar {{ width: 16em; }} td.bar div {{ background: #5c6bc0; height: .9em; }}
 <p class="verdict {verdict_class}">{e(result.verdict)}</p>
 {"<ul>" + reasons + "</ul>" if reasons else ""}
 <p>Model's top class: <b>{e(result.display_label)}</b> ({result.confidence:.1%});
-probability of malignancy {result.p_malignant:.1%};
-severity <span class="severity">{result.severity} ({e(result.severity_word)})</span></p>
+{severity}</p>
 <p>{e(result.description)}</p>
 <table>{bars}</table>
 <p>Image: {e(result.source)}<br>Time (UTC): {e(when)}<br>

@@ -100,6 +100,8 @@ def test_unsure_model_refers(bundle_dir: Path, tiny_tflite: bytes, tmp_path: Pat
     result = Screener(strict).screen_image(smears(900, 1)[0], "x")
     assert result.inconclusive and result.verdict.startswith("Inconclusive")
     assert "unsure" in result.reasons[0]
+    report = case_report_html(result, smears(900, 1)[0], "t")
+    assert "severity not assessed" in report and "not a finding" in report  # a referral is not a finding
 
 
 def test_unfamiliar_images_are_referred(bundle_dir: Path) -> None:

@@ -1,0 +1,98 @@
+"""Helpers for the real-browser test: find Debian's chromium, run the Streamlit app on a free port.
+
+No Playwright import here: the test module skips itself when Playwright or chromium is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
+# Offline and quiet: no GPU, no sandbox (CI runs as root), no background calls home.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def find_chromium() -> str | None:
+    """Debian's chromium (``apt-get install chromium``), else ``chromium`` on PATH; never a downloaded one."""
+    if os.access(DEBIAN_CHROMIUM, os.X_OK):
+        return DEBIAN_CHROMIUM
+    return shutil.which("chromium")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def log_tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as error:
+        return f"(no log: {error})"
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll Streamlit's health endpoint until it answers "ok"; raise with the server's log otherwise."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with code {process.returncode} while starting:\n{log_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as response:
+                body = response.read().decode(errors="replace").strip()
+            if body == "ok":
+                return
+            last = f"health answered {body!r}"
+        except (urllib.error.URLError, OSError) as error:
+            last = str(error)
+        time.sleep(0.5)
+    raise RuntimeError(f"the app did not answer {url}/_stcore/health within {timeout:.0f} s ({last}):\n{log_tail(log)}")
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
+@contextmanager
+def streamlit_app(
+    script: Path, cwd: Path, env: dict[str, str], log: Path, startup_timeout: float = 60
+) -> Iterator[str]:
+    """``python -m streamlit run SCRIPT --server.port FREE`` from ``cwd`` (so its .streamlit/config.toml
+    applies); yields the base URL once healthy, and stops the server (terminate, then kill) afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port)]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process, log, startup_timeout)
+        yield url
+    finally:
+        stop(process)
