@@ -85,11 +85,3 @@ def list_bundles(*roots: Path) -> list[Path]:
         if root.is_dir():
             found += sorted(p for p in root.iterdir() if (p / MODEL_FILE).is_file() and (p / CARD_FILE).is_file())
     return found
-
-
-def resolve_inside(root: Path, name: str) -> Path:
-    """The bundle folder ``name`` under ``root``; refuses names that lead outside it."""
-    candidate = (root / name).resolve()
-    if candidate.parent != root.resolve():
-        raise BundleError(f"{name!r} is not a model folder inside {root}.")
-    return candidate

@@ -124,6 +124,3 @@ class Classifier:
             model_name=self.bundle.name,
             model_sha256=self.bundle.sha256,
         )
-
-    def classify_pixels(self, pixels: np.ndarray, source: str = "") -> Result:
-        return self.result(self.probabilities(pixels), source)
