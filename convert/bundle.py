@@ -17,10 +17,9 @@ from pathlib import Path
 
 from convert import InputError
 from convert.report import HTML_FILE, JSON_FILE
+from edge_app.bundle import CARD_FILE, MODEL_FILE
 from edge_app.model_card import write_card
 
-MODEL_FILE = "model.tflite"
-CARD_FILE = "model_card.json"
 REJECTED_MODEL_FILE = "candidate.tflite"
 REJECTED_CARD_FILE = "candidate_model_card.json"
 BUNDLE_FILES = {MODEL_FILE, CARD_FILE, JSON_FILE, HTML_FILE}

@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from convert import InputError
-from edge_app.bundle import sha256_of
+from edge_app.bundle import CARD_FILE, sha256_of
 from edge_app.model_card import ModelCardError, read_card
 from train.split import ManifestRow, read_manifest
 
 MODEL_FILE = "model.keras"
-CARD_FILE = "model_card.json"
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.imaging import model_pixels
+from edge_app.bundle import CARD_FILE
 from edge_app.model_card import read_card, write_card
 from edge_app.ood import OodDetector, fit_ood, image_features
-from train.split import ManifestRow, read_manifest
+from train.split import load_images, read_manifest
 
 
-def split_features(root: Path, rows: list[ManifestRow], split: str, size: int) -> np.ndarray:
-    return np.array([image_features(model_pixels(root / r.path, size)) for r in rows if r.split == split])
+def calibrate(pixels: dict[str, np.ndarray]) -> dict:
+    """Fit on ``pixels["train"]``, set the threshold on ``pixels["val"]``, report rates on val and test.
 
-
-def calibrate(root: Path, rows: list[ManifestRow], size: int) -> dict:
-    features = {s: split_features(root, rows, s, size) for s in ("train", "val", "test")}
+    ``pixels`` maps split name to uint8 [N, S, S, 3] model-sized images (``train.split.load_images``).
+    """
+    features = {s: np.array([image_features(p) for p in pixels[s]]) for s in ("train", "val", "test")}
     section = fit_ood(features["train"], features["val"])
     detector = OodDetector.from_card({"ood": section})
     for split in ("val", "test"):
@@ -34,10 +34,12 @@ def calibrate(root: Path, rows: list[ManifestRow], size: int) -> dict:
 
 def calibrate_run(run: Path, data: Path) -> dict:
     """Add (or refresh) the ``ood`` section of an existing run folder's model card."""
-    card = read_card(run / "model_card.json")
+    card = read_card(run / CARD_FILE)
     rows = read_manifest(run / card["training"]["dataset"]["manifest"])
-    card["ood"] = calibrate(data, rows, int(card["input"]["height"]))
-    write_card(card, run / "model_card.json")
+    names, size = [c["name"] for c in card["classes"]], int(card["input"]["height"])
+    pixels = {s: load_images(data, [r for r in rows if r.split == s], size, names)[0] for s in ("train", "val", "test")}
+    card["ood"] = calibrate(pixels)
+    write_card(card, run / CARD_FILE)
     metrics_path = run / "metrics.json"
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())

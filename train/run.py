@@ -263,7 +263,7 @@ def train(config: TrainConfig) -> dict:
         f"ROC-AUC {test['roc_auc_ovr_macro']}  screening {test['screening']}  "
         f"ECE {test['calibration']['ece_before']:.4f} -> {test['calibration']['ece_after']:.4f} (T={temperature:.3f})"
     )
-    ood = calibrate_ood(Path(config.data), data.rows, config.image_size)
+    ood = calibrate_ood({s: x for s, (x, _) in arrays.items()})  # the images already in memory
     log(
         f"out-of-distribution check: threshold {ood['threshold']:.2f}; refers {ood['val_referred_rate']:.1%} of val, "
         f"{ood['test_referred_rate']:.1%} of test"
