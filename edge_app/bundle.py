@@ -2,7 +2,9 @@
 
 A bundle is refused, with a sentence that says why, when its card breaks the schema, when the
 ``.tflite`` file's sha256 differs from the one in the card (tampered, truncated or mixed-up
-files), or when the model's output does not have one value per class in the card.
+files), when the model's output does not have one value per class in the card, or when its files
+are links that lead out of the bundle folder. Only folders directly under a models folder are
+offered, never a link out of it: the selector cannot be pointed at files elsewhere on the PC.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     model = folder / MODEL_FILE
     if not model.is_file():
         raise BundleError(f"The model folder {folder} has no {MODEL_FILE}.")
+    for name in (MODEL_FILE, CARD_FILE):
+        if not is_inside(folder / name, folder):
+            raise BundleError(f"The model folder {folder} is refused: its {name} is a link to a file outside it.")
     try:
         card = read_card(folder / CARD_FILE)
     except ModelCardError as error:
@@ -78,10 +83,23 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     return ModelBundle(folder, card, actual)
 
 
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, links followed, stays within ``root`` (no ``..`` or symlink escape)."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def list_bundles(*roots: Path) -> list[Path]:
-    """Folders directly under each root that hold a model file and a card (not yet validated)."""
+    """Folders directly under each root that hold a model file and a card (not yet validated).
+
+    A folder that is a link leading out of its root is not offered: the selector only ever reads
+    inside the models folders it was given.
+    """
     found = []
     for root in roots:
         if root.is_dir():
-            found += sorted(p for p in root.iterdir() if (p / MODEL_FILE).is_file() and (p / CARD_FILE).is_file())
+            found += sorted(
+                p
+                for p in root.iterdir()
+                if is_inside(p, root) and (p / MODEL_FILE).is_file() and (p / CARD_FILE).is_file()
+            )
     return found

@@ -72,7 +72,13 @@ class Classifier:
 
     def __init__(self, bundle: ModelBundle, num_threads: int | None = None):
         self.bundle = bundle
-        self.model = TFLiteModel(str(bundle.model_path), num_threads=num_threads)
+        try:
+            self.model = TFLiteModel(str(bundle.model_path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as error:  # not a TFLite flatbuffer, or ops this runtime lacks
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BundleError(
+                f"The model file in {bundle.folder} cannot be loaded by the runtime ({reason})."
+            ) from None
         self.runtime = self.model.runtime
         card = bundle.card
         self.classes = card["classes"]

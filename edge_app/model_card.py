@@ -42,9 +42,11 @@ def read_card(path: Path) -> dict:
     if not path.is_file():
         raise ModelCardError(f"There is no model card at {path}.")
     try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        card = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelCardError(f"The model card {path} is not valid JSON ({error}).") from None
+    except OSError as error:
+        raise ModelCardError(f"The model card {path} cannot be read ({error.strerror or error}).") from None
     if not isinstance(card, dict):
         raise ModelCardError(f"The model card {path} must hold a JSON object.")
     return validate_card(card)
