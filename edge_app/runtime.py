@@ -7,6 +7,7 @@ faster on an int8 MobileNetV3-Small; ``tflite-runtime`` 2.14 remains for older R
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any
 
 import numpy as np
@@ -48,13 +49,16 @@ class TFLiteModel:
     """One .tflite model on the runtime: raw uint8 pixels in, dequantized float outputs out.
 
     The app's classifier and the conversion stage's drift check both run models through this
-    class, so the drift figures describe exactly what the app computes.
+    class, so the drift figures describe exactly what the app computes. One interpreter is shared
+    by every browser session of the app, and an interpreter is not thread-safe (measured: five
+    threads invoking one raise "reference to internal data"), so each run holds a lock.
     """
 
     def __init__(self, path: str | None = None, content: bytes | None = None, num_threads: int | None = None):
         interpreter_type, self.runtime = interpreter_class()
         self.interpreter = interpreter_type(model_path=path, model_content=content, num_threads=num_threads)
         self.interpreter.allocate_tensors()
+        self._lock = threading.Lock()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 
@@ -79,9 +83,11 @@ class TFLiteModel:
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """Dequantized output (float64 [classes]) for one uint8 [H, W, 3] image."""
-        self.interpreter.set_tensor(self.input["index"], self._feed(pixels[None]))
-        self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self.output["index"])[0]
+        batch = self._feed(pixels[None])
+        with self._lock:
+            self.interpreter.set_tensor(self.input["index"], batch)
+            self.interpreter.invoke()
+            raw = self.interpreter.get_tensor(self.output["index"])[0]
         scale, zero_point = self.output["quantization"]
         if np.issubdtype(raw.dtype, np.integer) and scale:
             return (raw.astype(np.float64) - zero_point) * scale

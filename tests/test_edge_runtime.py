@@ -1,13 +1,16 @@
-"""The TFLite runtime is found in the documented order, and its absence is one clear sentence."""
+"""The TFLite runtime is found in the documented order, its absence is one clear sentence, and one
+model serves several threads (the app's browser sessions share it) with the right answers."""
 
 from __future__ import annotations
 
 import importlib
+import threading
 import types
 
 import pytest
 
 from edge_app import runtime
+from tests.conftest import PROJECT_ROOT
 
 
 def _fake_import(available: set[str]):
@@ -47,3 +50,31 @@ def test_the_real_runtime_is_litert() -> None:
     interpreter, name = runtime.interpreter_class()
     assert name == "ai-edge-litert" and interpreter.__module__.startswith("ai_edge_litert")
     assert runtime.runtime_version(name) == "2.3.0"
+
+
+def test_one_model_serves_concurrent_sessions() -> None:
+    """Five threads on one shared model, as five browser sessions are: every answer is the one a lone
+    caller gets, and nothing raises (without the lock LiteRT raises "reference to internal data")."""
+    import numpy as np
+
+    model = runtime.TFLiteModel(str(PROJECT_ROOT / "edge_app" / "models" / "default" / "model.tflite"), num_threads=1)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, model.input_shape[1:], dtype=np.uint8) for _ in range(10)]
+    alone = [model.run(image) for image in images]
+    failures: list[str] = []
+
+    def session(offset: int) -> None:
+        try:
+            for step in range(100):
+                index = (offset + step) % len(images)
+                if not np.array_equal(model.run(images[index]), alone[index]):
+                    failures.append(f"thread {offset}: wrong logits for image {index}")
+        except Exception as error:  # noqa: BLE001 - any failure of a session is the finding
+            failures.append(f"thread {offset}: {type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=session, args=(offset,)) for offset in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:5]
