@@ -6,6 +6,7 @@ No Playwright import here: the test module skips itself when Playwright or chrom
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -79,6 +80,12 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
             process.wait(timeout=timeout)
 
 
+def server_wrapper(env: dict[str, str]) -> list[str]:
+    """A command to run the app's server under, from $SMEARSCOPE_SERVER_WRAPPER (e.g. ``strace -f -o LOG``):
+    tests/test_offline.py traces the server's connection attempts this way."""
+    return shlex.split(env.get("SMEARSCOPE_SERVER_WRAPPER", ""))
+
+
 @contextmanager
 def streamlit_app(
     script: Path, cwd: Path, env: dict[str, str], log: Path, startup_timeout: float = 60
@@ -87,6 +94,7 @@ def streamlit_app(
     applies); yields the base URL once healthy, and stops the server (terminate, then kill) afterwards."""
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port)]
+    command = server_wrapper(env) + command
     with open(log, "wb") as output:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
                                    stderr=subprocess.STDOUT)  # fmt: skip
