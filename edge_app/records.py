@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -146,6 +146,7 @@ class History:
         self.images = self.path.parent / "images"
         self.warning: str | None = None
         self.available = False
+        self.unsaved = 0  # results screened but not saved (full disk, folder turned read-only, ...)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
@@ -192,7 +193,14 @@ class History:
                 )  # fmt: skip
                 return int(cursor.lastrowid)
         except (OSError, sqlite3.Error) as error:
-            self._failed("save the last result", error)
+            self.unsaved += 1
+            if image_file:  # the row that would name it was not written
+                with suppress(OSError):
+                    (self.images / image_file).unlink(missing_ok=True)
+            self.warning = (
+                f"History could not save {result.source or 'the last result'} ({error}); {self.unsaved} "
+                f"result{'s are' if self.unsaved > 1 else ' is'} not in the history. Results are still shown."
+            )
             return None
 
     def review(self, result_id: int, review: str, note: str) -> bool:
@@ -226,10 +234,29 @@ class History:
             clauses.append("time >= ?")
             values.append(since)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        query, parameters = f"SELECT * FROM results {where} ORDER BY id DESC LIMIT ?", (*values, limit)
         try:
             with self._connect() as db:
-                rows = db.execute(f"SELECT * FROM results {where} ORDER BY id DESC LIMIT ?", (*values, limit))
-                return [{"id": r["id"], **{k: r[k] for k in CSV_FIELDS}} for r in rows.fetchall()]
+                return [{"id": r["id"], **{k: r[k] for k in CSV_FIELDS}} for r in db.execute(query, parameters)]
         except (OSError, sqlite3.Error) as error:
-            self._failed("be read", error)
-            return []
+            try:
+                return self._read_unwritable(query, parameters)
+            except (OSError, sqlite3.Error):
+                self._failed("be read", error)
+                return []
+
+    def _read_unwritable(self, query: str, parameters: tuple) -> list[dict]:
+        """Read on a full or read-only disk, where SQLite cannot create the WAL's side files to open normally.
+
+        Safe only when no write-ahead log is pending (absent or empty: the last connection folded it
+        into the database file, as SQLite does on close): then the database file alone is complete.
+        """
+        wal = Path(f"{self.path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise sqlite3.OperationalError("a write-ahead log is pending")
+        connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)
+        connection.row_factory = sqlite3.Row
+        try:
+            return [{"id": r["id"], **{k: r[k] for k in CSV_FIELDS}} for r in connection.execute(query, parameters)]
+        finally:
+            connection.close()
