@@ -1,4 +1,4 @@
-"""Helpers for the real-browser test: find Debian's chromium, run the Streamlit app on a free port.
+"""Helpers for the real-browser test: find Debian's chromium, run the app (through its launcher) on a free port.
 
 No Playwright import here: the test module skips itself when Playwright or chromium is missing.
 """
@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -88,12 +88,21 @@ def server_wrapper(env: dict[str, str]) -> list[str]:
 
 @contextmanager
 def streamlit_app(
-    script: Path, cwd: Path, env: dict[str, str], log: Path, startup_timeout: float = 60
+    script: Path,
+    cwd: Path,
+    env: dict[str, str],
+    log: Path,
+    startup_timeout: float = 60,
+    launcher: Sequence[str] | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[str]:
-    """``python -m streamlit run SCRIPT --server.port FREE`` from ``cwd`` (so its .streamlit/config.toml
-    applies); yields the base URL once healthy, and stops the server (terminate, then kill) afterwards."""
+    """Start the app the way users do, through the launcher (``python -m edge_app.launcher --script SCRIPT``,
+    or ``launcher``, e.g. the desktop executable, which runs its own bundled page), with ``--port FREE
+    --no-browser`` and ``args``, from ``cwd``; yields the base URL once healthy, and stops the server
+    (terminate, then kill) afterwards."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port)]
+    command = [*launcher] if launcher else [sys.executable, "-m", "edge_app.launcher", "--script", str(script)]
+    command += ["--port", str(port), "--no-browser", *args]
     command = server_wrapper(env) + command
     with open(log, "wb") as output:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
