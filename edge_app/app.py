@@ -26,7 +26,8 @@ from edge_app.runtime import RuntimeMissingError
 from edge_app.screening import Screener
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
-MAX_UPLOAD_MB = 50
+MAX_UPLOAD_MB = 50  # also the server's server.maxUploadSize (edge_app/launcher.py)
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 
 
 def extra_model_folders() -> list[Path]:
@@ -71,6 +72,9 @@ def screen_one(screener: Screener, history: History, data: bytes, name: str, key
     """Screen once per key (Streamlit reruns the page on every click); a bad file gives its sentence."""
     done: dict = st.session_state.setdefault("cases", {})
     if key not in done:
+        if len(data) > MAX_UPLOAD_BYTES:  # the browser and server check too; Streamlit alone allows 200 MB
+            done[key] = too_large(name)
+            return done[key]
         try:
             image = open_image(data, name)
         except ImageError as error:
@@ -131,9 +135,13 @@ def folder_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in UPLOAD_TYPES)
 
 
+def too_large(name: str) -> str:
+    return f"{name} is larger than {MAX_UPLOAD_MB} MB and was skipped."
+
+
 def read_folder_file(path: Path) -> bytes | str:
-    if path.stat().st_size > MAX_UPLOAD_MB * 1024 * 1024:
-        return f"{path.name} is larger than {MAX_UPLOAD_MB} MB and was skipped."
+    if path.stat().st_size > MAX_UPLOAD_BYTES:
+        return too_large(path.name)
     return path.read_bytes()
 
 
