@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EDGE_VENV ?= .venv-edge
+BUILD_VENV ?= .venv-build
 RUN ?= runs/default
 PORT ?= 8501
 
-.PHONY: test lint train scan convert app bench bench-quick clean-venv
+.PHONY: test lint train scan convert app build bench bench-quick clean-venv
 
 # A virtual environment made from scratch, rebuilt whenever a requirements file changes.
 # The test environment holds every stage (training, conversion, the app) and the dev tools.
@@ -25,10 +26,18 @@ $(EDGE_VENV)/.installed: requirements-edge.txt
 	$(EDGE_VENV)/bin/python -m pip install --quiet -r requirements-edge.txt
 	touch $@
 
-test: $(VENV)/.installed $(EDGE_VENV)/.installed
+# The desktop build's environment: the app's requirements plus PyInstaller; never TensorFlow.
+$(BUILD_VENV)/.installed: requirements-edge.txt requirements-build.txt
+	rm -rf $(BUILD_VENV)
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BUILD_VENV)/bin/python -m pip install --quiet -r requirements-edge.txt -r requirements-build.txt
+	touch $@
+
+test: $(VENV)/.installed $(EDGE_VENV)/.installed $(BUILD_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@SMEARSCOPE_EDGE_PYTHON=$(EDGE_VENV)/bin/python $(BIN)/python -m pytest; rc=$$?; \
+	@SMEARSCOPE_EDGE_PYTHON=$(EDGE_VENV)/bin/python SMEARSCOPE_BUILD_PYTHON=$(BUILD_VENV)/bin/python $(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
 
 # Convert the default run to the app's int8 bundle with the drift gate; writes edge_app/models/default/.
@@ -51,9 +60,13 @@ bench: $(VENV)/.installed $(TFRT_VENV)/.installed
 bench-quick: $(VENV)/.installed
 	$(BIN)/python -m bench --quick
 
-# Launch the app on the bundled default model at http://127.0.0.1:$(PORT) (settings: .streamlit/config.toml).
+# Launch the app on the bundled default model at http://127.0.0.1:$(PORT) (settings: edge_app/launcher.py).
 app: $(EDGE_VENV)/.installed
-	$(EDGE_VENV)/bin/python -m streamlit run edge_app/app.py --server.port $(PORT)
+	$(EDGE_VENV)/bin/python -m edge_app.launcher --port $(PORT)
+
+# The desktop executable: dist/smearscope/ (one folder) and dist/smearscope-<version>-<platform>.tar.gz.
+build: $(BUILD_VENV)/.installed
+	$(BUILD_VENV)/bin/python build/build.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import size_report  # noqa: E402 - a sibling script, not an installed package
+import size_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "build" / "smearscope.spec"

@@ -43,7 +43,7 @@ def pyz_sizes(executable: Path) -> dict[str, int]:
 
     sizes: dict[str, int] = defaultdict(int)
     archive = CArchiveReader(str(executable))
-    for name, entry in archive.toc.items():
+    for name in archive.toc:
         if name.endswith(".pyz"):
             pyz = archive.open_embedded_archive(name)
             for module, (_typecode, _offset, length) in pyz.toc.items():

@@ -76,7 +76,11 @@ def free_port(host: str = HOST) -> int:
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether the server could listen on ``port``: bound as uvicorn binds it (address reuse on POSIX, so a
+    connection just closed, in TIME_WAIT, does not count as taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if os.name != "nt":  # on Windows this option would let two servers share a port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
