@@ -3,7 +3,8 @@
 ``python build/check_pi_wheels.py`` (needs PyPI; not part of the test suite). For each target,
 ``pip download --only-binary=:all:`` resolves requirements-edge.txt, dependencies included, for linux
 aarch64 into a temporary folder: Raspberry Pi OS Bookworm (Python 3.11, glibc 2.36) and Trixie
-(Python 3.13, glibc 2.41). pip widens a manylinux_2_N tag to every older one. Prints a table of the
+(Python 3.13, glibc 2.41), every manylinux tag the OS's glibc accepts given to pip (pip 26 does not
+widen a manylinux_2_N tag to older ones by itself). Prints a table of the
 wheel chosen for each package and exits 1 if any package has no wheel (it would need compiling on
 the Pi), naming it.
 """
@@ -19,9 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "requirements-edge.txt"
-TARGETS = {  # name: (python version, newest manylinux tag the OS's glibc accepts)
-    "Bookworm, Python 3.11": ("3.11", "manylinux_2_36_aarch64"),
-    "Trixie, Python 3.13": ("3.13", "manylinux_2_41_aarch64"),
+TARGETS = {  # name: (python version, the OS's glibc minor version)
+    "Bookworm, Python 3.11": ("3.11", 36),
+    "Trixie, Python 3.13": ("3.13", 41),
 }
 WHEEL = re.compile(
     r"^(?P<name>[^-]+)-(?P<version>[^-]+)(?:-\d[^-]*)?-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platform>.+)\.whl$"
@@ -37,10 +38,16 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def download(specs: list[str], python: str, platform: str, folder: Path) -> subprocess.CompletedProcess:
+def platforms(glibc_minor: int) -> list[str]:
+    """Every wheel platform tag a 64-bit Raspberry Pi OS with glibc 2.<minor> accepts."""
+    tags = ["manylinux2014_aarch64"] + [f"manylinux_2_{n}_aarch64" for n in range(17, glibc_minor + 1)]
+    return [item for tag in tags for item in ("--platform", tag)]
+
+
+def download(specs: list[str], python: str, glibc_minor: int, folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
-         "--platform", platform, "--python-version", python, "--implementation", "cp", "--dest", str(folder),
+         *platforms(glibc_minor), "--python-version", python, "--implementation", "cp", "--dest", str(folder),
          *specs],
         capture_output=True, text=True,
     )  # fmt: skip
@@ -56,13 +63,15 @@ def wheels(folder: Path) -> dict[str, str]:
     return found
 
 
-def check(target: str, python: str, platform: str, specs: list[str], folder: Path) -> tuple[dict[str, str], list[str]]:
+def check(
+    target: str, python: str, glibc_minor: int, specs: list[str], folder: Path
+) -> tuple[dict[str, str], list[str]]:
     """Wheels chosen for the whole file, and the requirements that have none (with pip's last line)."""
-    done = download(specs, python, platform, folder)
+    done = download(specs, python, glibc_minor, folder)
     missing = []
     if done.returncode != 0:  # find which requirement(s) failed, one by one
         for spec in specs:
-            alone = download([spec], python, platform, folder)
+            alone = download([spec], python, glibc_minor, folder)
             if alone.returncode != 0:
                 last = (alone.stderr.strip().splitlines() or ["no output"])[-1]
                 missing.append(f"{spec}: {last}")
@@ -77,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     specs = requirements(args.requirements)
     results, failures = {}, {}
     with tempfile.TemporaryDirectory() as work:
-        for index, (target, (python, platform)) in enumerate(TARGETS.items()):
+        for index, (target, (python, glibc_minor)) in enumerate(TARGETS.items()):
             folder = Path(work) / str(index)
             folder.mkdir()
-            results[target], failures[target] = check(target, python, platform, specs, folder)
+            results[target], failures[target] = check(target, python, glibc_minor, specs, folder)
     packages = sorted(set().union(*results.values()))
     print("| package | " + " | ".join(TARGETS) + " |")
     print("|---|" + "---|" * len(TARGETS))
