@@ -220,6 +220,17 @@ def log_to_file(folder: Path | None = None) -> Path:
     return path
 
 
+def restore_library_path() -> None:
+    """The frozen app's bootloader points LD_LIBRARY_PATH at the bundle; the browser it starts must not load
+    the bundle's libraries (PyInstaller keeps the user's value in LD_LIBRARY_PATH_ORIG)."""
+    if getattr(sys, "frozen", False) and "LD_LIBRARY_PATH" in os.environ:
+        original = os.environ.get("LD_LIBRARY_PATH_ORIG")
+        if original is None:
+            del os.environ["LD_LIBRARY_PATH"]
+        else:
+            os.environ["LD_LIBRARY_PATH"] = original
+
+
 def open_browser_when_ready(url: str, timeout: float = 60) -> threading.Thread:
     """Open the default browser once the page answers (a browser opened earlier shows an error)."""
 
@@ -229,6 +240,7 @@ def open_browser_when_ready(url: str, timeout: float = 60) -> threading.Thread:
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
                     if response.status == 200:
+                        restore_library_path()
                         webbrowser.open(url)
                         return
             except (urllib.error.URLError, OSError):

@@ -195,3 +195,17 @@ def test_stops_cleanly_on_a_signal(signal_name: str, tmp_path: Path) -> None:
     """Ctrl+C, a service stop, or the terminal window closing."""
     command = [sys.executable, "-m", "edge_app.launcher"]
     assert_stops_cleanly(command, signal_name, tmp_path, PROJECT_ROOT, dict(os.environ))
+
+
+@pytest.mark.parametrize("original", [None, "/opt/site/lib"])
+def test_the_browser_does_not_inherit_the_bundles_libraries(
+    original: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/smearscope/_internal")
+    if original is None:
+        monkeypatch.delenv("LD_LIBRARY_PATH_ORIG", raising=False)
+    else:
+        monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", original)
+    launcher.restore_library_path()
+    assert os.environ.get("LD_LIBRARY_PATH") == original
