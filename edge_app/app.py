@@ -20,13 +20,12 @@ import streamlit as st
 from edge_app import components as ui
 from edge_app.bundle import DEFAULT_MODELS_DIR, BundleError, list_bundles
 from edge_app.components import Case
-from edge_app.imaging import ImageError, open_image
+from edge_app.imaging import MAX_UPLOAD_MB, ImageError, open_image
 from edge_app.records import History, csv_row, now, results_csv
 from edge_app.runtime import RuntimeMissingError
 from edge_app.screening import Screener
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
-MAX_UPLOAD_MB = 50  # also the server's server.maxUploadSize (edge_app/launcher.py)
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 
 

@@ -26,6 +26,9 @@ RESIZE_POLICY = {
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 SUPPORTED_FORMATS = "JPEG, PNG, TIFF or BMP"
+# The largest file the app takes, in MB: the page, the folder reader and the server's
+# server.maxUploadSize (edge_app/launcher.py) all use this one figure. A microscope photo is a few MB.
+MAX_UPLOAD_MB = 50
 _BLOCK_PIXELS = 1 << 20  # rows converted to 8 bits at a time (see _to_8_bit)
 
 

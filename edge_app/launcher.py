@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edge_app.bundle import DEFAULT_MODELS_DIR, list_bundles, load_bundle
+from edge_app.imaging import MAX_UPLOAD_MB
 from edge_app.records import data_dir
 
 HOST = "127.0.0.1"
@@ -38,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]  # the project, or the unpacked execu
 APP_SCRIPT = Path(__file__).resolve().parent / "app.py"  # Streamlit reads its source: shipped as a file
 PYPROJECT = ROOT / "pyproject.toml"  # the app's version has one home; the executable ships this file
 LOG_NAME = "smearscope.log"
-MAX_UPLOAD_MB = 50  # the server's limit; the uploader in app.py asks for the same
 LOGGER = logging.getLogger("smearscope.launcher")
 
 

@@ -5,7 +5,6 @@ The desktop executable runs this same module; tests/test_desktop_build.py checks
 
 from __future__ import annotations
 
-import ast
 import http.server
 import json
 import os
@@ -46,16 +45,6 @@ def test_every_setting_is_a_streamlit_option() -> None:
 def test_no_second_copy_of_the_settings() -> None:
     """The launcher's table is the one place; a config.toml in the project would be a second copy."""
     assert not (PROJECT_ROOT / ".streamlit" / "config.toml").exists()
-
-
-def test_upload_limit_agrees_with_the_page() -> None:
-    tree = ast.parse((PROJECT_ROOT / "edge_app" / "app.py").read_text())
-    values = [
-        node.value.value
-        for node in tree.body
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "MAX_UPLOAD_MB" for t in node.targets)
-    ]
-    assert values == [launcher.MAX_UPLOAD_MB]
 
 
 def test_version_is_the_project_version() -> None:
