@@ -69,9 +69,12 @@ def inet_addresses(trace: str) -> list[str]:
 
 
 def in_namespace(script: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """Run a shell script in a new network namespace whose only interface, lo, is up."""
+    """Run a shell script in a new network namespace whose only interface, lo, is up.
+
+    Also a new PID namespace: when the script ends, the kernel ends every process left in it (the
+    test stops the traced server by signalling strace, which detaches and would leave it running)."""
     return subprocess.run(
-        ["unshare", "--net", "sh", "-c", f"ip link set lo up && {script}"],
+        ["unshare", "--net", "--pid", "--kill-child", "sh", "-c", f"ip link set lo up && {script}"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
