@@ -202,13 +202,15 @@ def claim_size(fmt: str, data: bytes, width: int, height: int) -> bytes:
         if descriptor > 0 and descriptor + 9 <= len(out):
             struct.pack_into("<HH", out, descriptor + 5, width, height)
         return bytes(out)
-    if fmt == "JPEG":
-        for marker in (b"\xff\xc0", b"\xff\xc2", b"\xff\xc1"):
-            at = out.find(marker)
-            if at > 0:
+    if fmt == "JPEG":  # walk the segments to the frame header (SOFn); the same bytes can occur in tables
+        at = 2
+        while at + 9 <= len(out) and out[at] == 0xFF:
+            marker, length = out[at + 1], struct.unpack_from(">H", out, at + 2)[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
                 struct.pack_into(">HH", out, at + 5, height, width)
                 return bytes(out)
-        return bytes(out)
+            at += 2 + length
+        raise ValueError("no JPEG frame header found")
     raise ValueError(fmt)
 
 

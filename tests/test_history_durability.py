@@ -206,7 +206,8 @@ def test_full_disk_only_warns(bundle: Path, tmp_path: Path) -> None:
         filler = fill(folder)
         assert history.add(results[2], now(), image_bytes=io_png(smears(300, 1)[0])) is None
         assert history.warning and "History could not save full-2.png" in history.warning, history.warning
-        assert "full" in history.warning  # SQLite's own words: "database or disk is full"
+        assert "No space left on device" in history.warning or "database or disk is full" in history.warning
+        print(f"\nfull disk: {history.warning}")
         # classification is unaffected
         assert screener.screen_bytes(io_png(smears(301, 1)[0]), "still.png").probabilities
         assert saved_sources(history) == ["full-0.png", "full-1.png"]
@@ -237,6 +238,7 @@ def test_sqlite_full_only_warns(bundle: Path, tmp_path: Path, monkeypatch: pytes
     big.reasons = ["x" * 20_000]  # needs new pages
     assert history.add(big, now()) is None
     assert history.warning and "database or disk is full" in history.warning
+    print(f"\nSQLITE_FULL: {history.warning}")
     monkeypatch.undo()
     assert saved_sources(history) == ["first.png"]
 
@@ -251,6 +253,7 @@ def test_folder_turning_read_only_keeps_earlier_results(bundle: Path, tmp_path: 
         try:
             assert history.add(results[2], now()) is None
             assert history.warning and "History could not save ro-2.png" in history.warning
+            print(f"\nread-only: {history.warning}")
             assert screener.screen_bytes(io_png(smears(401, 1)[0]), "still.png").probabilities
             assert saved_sources(history) == ["ro-0.png", "ro-1.png"]  # still listed while read-only
         finally:
