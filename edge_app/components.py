@@ -6,14 +6,15 @@ tables and bars are plain Markdown/HTML.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from dataclasses import dataclass
 
 import streamlit as st
-import streamlit.components.v1 as components
 from PIL import Image
 
+from edge_app.bundle import is_inside
 from edge_app.classify import Result
 from edge_app.explain import overlay
 from edge_app.fhir import fhir_bundle
@@ -155,9 +156,12 @@ def model_summary(screener: Screener) -> None:
     if citation:
         st.caption("Trained on: " + card["training"]["dataset"]["name"] + ". " + " ".join(citation))
     drift = screener.bundle.folder / "drift_report.html"
-    if drift.is_file():
+    if drift.is_file() and is_inside(drift, screener.bundle.folder):
+        report = drift.read_bytes()
         st.subheader("Quantization drift report (int8 vs float)")
-        st.download_button("Download the drift report (HTML)", drift.read_bytes(), "drift_report.html", "text/html")
-        components.html(drift.read_text(), height=900, scrolling=True)
+        st.download_button("Download the drift report (HTML)", report, "drift_report.html", "text/html")
+        # As a data: URL the report gets an origin of its own: HTML shipped in a site's bundle (which its
+        # sha256 does not cover) cannot script the app's page, as it could if embedded same-origin.
+        st.iframe("data:text/html;base64," + base64.b64encode(report).decode(), height=900)
     with st.expander("Model card (JSON)"):
         st.json(card, expanded=False)

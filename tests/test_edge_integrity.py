@@ -8,6 +8,7 @@ models folders, and a bundle's files cannot be links to files elsewhere on the c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -122,3 +123,30 @@ def test_selector_stays_inside_the_models_folder(tmp_path: Path, tiny_tflite: by
     (linked / "model_card.json").symlink_to(Path("..") / ".." / "elsewhere" / "secret" / "model_card.json")
     with pytest.raises(BundleError, match=r"model_card\.json is a link to a file outside it"):
         load_bundle(linked)
+
+
+def test_a_bundles_html_gets_an_origin_of_its_own(
+    tmp_path: Path, tiny_tflite: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drift report shipped in a bundle is not covered by the model's sha256: the Model tab embeds it
+    as a data: URL (an opaque origin, so its scripts cannot reach the app's page), and a report that
+    is a link out of the bundle folder is not read at all."""
+    from streamlit.testing.v1 import AppTest
+
+    folder = write_bundle(tmp_path / "models" / "site", tiny_tflite)
+    report = b"<html><body><script>parent.document.title = 'owned'</script>drift</body></html>"
+    (folder / "drift_report.html").write_bytes(report)
+    monkeypatch.setattr("edge_app.bundle.DEFAULT_MODELS_DIR", folder.parent)
+    monkeypatch.setenv("SMEARSCOPE_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("SMEARSCOPE_MODELS", raising=False)
+    app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
+    assert not app.exception
+    sources = [frame.proto.src for frame in app.get("iframe")]
+    assert sources == ["data:text/html;base64," + base64.b64encode(report).decode()]
+
+    outside = tmp_path / "elsewhere.html"
+    outside.write_bytes(report)
+    (folder / "drift_report.html").unlink()
+    (folder / "drift_report.html").symlink_to(outside)
+    app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
+    assert not app.exception and list(app.get("iframe")) == []
