@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from edge_app.launcher import free_port
 
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 # Offline and quiet: no GPU, no sandbox (CI runs as root), no background calls home.
@@ -36,12 +37,6 @@ def find_chromium() -> str | None:
     if os.access(DEBIAN_CHROMIUM, os.X_OK):
         return DEBIAN_CHROMIUM
     return shutil.which("chromium")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def log_tail(path: Path, chars: int = 4000) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edge_app import launcher
-from tests.browser import free_port, log_tail, stop, wait_until_healthy
+from tests.browser import log_tail, stop, wait_until_healthy
 from tests.conftest import PROJECT_ROOT
 
 
@@ -162,7 +162,7 @@ def test_browser_opens_once_the_page_answers(monkeypatch: pytest.MonkeyPatch) ->
 def assert_stops_cleanly(command: list[str], signal_name: str, tmp_path: Path, cwd: Path, env: dict[str, str]) -> None:
     """Start ``command --port FREE --no-browser`` (data folder in tmp), send the signal: exit 0 within
     seconds, no traceback, port given back, the stop written to the log file in the data folder."""
-    port = free_port()
+    port = launcher.free_port()
     log = tmp_path / "app.log"
     env = env | {"SMEARSCOPE_DATA": str(tmp_path / "data")}
     with open(log, "wb") as output:
