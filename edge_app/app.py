@@ -1,4 +1,7 @@
-"""SmearScope Streamlit page: ``streamlit run edge_app/app.py [-- --models DIR]``.
+"""SmearScope Streamlit page, started by ``python -m edge_app.launcher [--models DIR]`` (``make app``).
+
+The launcher runs this script with the production settings (127.0.0.1, XSRF on, no usage
+statistics, the upload limit); a bare ``streamlit run`` would use Streamlit's defaults instead.
 
 A thin layer: every decision is made by the inference core (edge_app.screening); this page only
 gathers images, shows results and offers exports. It runs offline on the TFLite runtime alone.
