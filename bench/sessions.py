@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -29,11 +28,11 @@ from pathlib import Path
 
 from bench.measure import PROJECT_ROOT, machine_facts, percentiles
 from edge_app.screening import Screener
+from tests.browser import BANNER, CHROMIUM_FLAGS, VERDICT, find_chromium, streamlit_app
 
 DEFAULT_BUNDLE = PROJECT_ROOT / "edge_app" / "models" / "default"
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets" / "all-4class"
 TIMEOUT_MS = 180_000  # five sessions on two slow cores: generous
-BANNER = re.compile(r"^(?P<label>.+?): (?:no leukemia|leukemic cells) suggested \((?P<percent>\d{1,3})% confidence\)$")
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ async def run_session(browser, url: str, session: int, uploads: list[Upload]) ->
         uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="Smear images")
         await uploader.locator("input[type=file]").wait_for(state="attached")
         outcome.page_load_s = time.perf_counter() - started
-        banners = page.locator('[data-testid="stAlert"]').filter(has_text=re.compile(r"% confidence\)|Inconclusive"))
+        banners = page.locator('[data-testid="stAlert"]').filter(has_text=VERDICT)
         for done, upload in enumerate(uploads, start=1):
             started = time.perf_counter()
             await uploader.locator("input[type=file]").set_input_files(
@@ -119,8 +118,6 @@ async def concurrent_sessions(
     """``sessions`` sessions at once, each uploading ``per_session`` images (different ones per session
     where there are enough, so no session can pass by reading another's answer)."""
     from playwright.async_api import async_playwright
-
-    from tests.browser import CHROMIUM_FLAGS
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
@@ -181,8 +178,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tests.browser import find_chromium, streamlit_app
-
     args = parse_args(argv)
     chromium = find_chromium()
     if chromium is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import statistics
 import subprocess
@@ -26,10 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from edge_app.launcher import free_port, smear_image  # noqa: E402 - the project is not installed
-from tests.browser import CHROMIUM_FLAGS, find_chromium  # noqa: E402
+from tests.browser import CHROMIUM_FLAGS, VERDICT, find_chromium  # noqa: E402
 
 DEFAULT_EXECUTABLE = ROOT / "dist" / "smearscope" / "smearscope"
-VERDICT = re.compile(r"% confidence\)|Inconclusive - refer for manual review")
 START_TARGET_S, CLASSIFY_TARGET_S = 2.0, 1.0
 
 

@@ -75,7 +75,7 @@ class Classifier:
         try:
             self.model = TFLiteModel(str(bundle.model_path), num_threads=num_threads)
         except (ValueError, RuntimeError) as error:  # not a TFLite flatbuffer, or ops this runtime lacks
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
             raise BundleError(
                 f"The model file in {bundle.folder} cannot be loaded by the runtime ({reason})."
             ) from None

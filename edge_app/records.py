@@ -237,7 +237,7 @@ class History:
         query, parameters = f"SELECT * FROM results {where} ORDER BY id DESC LIMIT ?", (*values, limit)
         try:
             with self._connect() as db:
-                return [{"id": r["id"], **{k: r[k] for k in CSV_FIELDS}} for r in db.execute(query, parameters)]
+                return self._rows(db, query, parameters)
         except (OSError, sqlite3.Error) as error:
             try:
                 return self._read_unwritable(query, parameters)
@@ -257,6 +257,11 @@ class History:
         connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)
         connection.row_factory = sqlite3.Row
         try:
-            return [{"id": r["id"], **{k: r[k] for k in CSV_FIELDS}} for r in connection.execute(query, parameters)]
+            return self._rows(connection, query, parameters)
         finally:
             connection.close()
+
+    @staticmethod
+    def _rows(connection: sqlite3.Connection, query: str, parameters: tuple) -> list[dict]:
+        """The query's rows as dicts of the id and the CSV fields (the one shape history rows leave in)."""
+        return [{"id": r["id"], **{k: r[k] for k in CSV_FIELDS}} for r in connection.execute(query, parameters)]

@@ -6,6 +6,7 @@ No Playwright import here: the test module skips itself when Playwright or chrom
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -18,6 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edge_app.launcher import free_port
+
+# The result banner of a confident verdict, as edge_app/components.py (verdict_banner) writes it.
+BANNER = re.compile(r"^(?P<label>.+?): (?:no leukemia|leukemic cells) suggested \((?P<percent>\d{1,3})% confidence\)$")
+# Any verdict banner: a confident one, or the referral.
+VERDICT = re.compile(r"% confidence\)|Inconclusive - refer for manual review")
 
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 # Offline and quiet: no GPU, no sandbox (CI runs as root), no background calls home.

@@ -26,7 +26,7 @@ import pytest
 from edge_app.classify import Result
 from edge_app.imaging import model_pixels
 from edge_app.screening import Screener
-from tests.browser import CHROMIUM_FLAGS, find_chromium, log_tail, streamlit_app
+from tests.browser import BANNER, CHROMIUM_FLAGS, find_chromium, log_tail, streamlit_app
 from tests.conftest import PROJECT_ROOT, REAL_DATA
 from tests.test_edge_core import CLASSES, SIZE, io_png, smears, write_bundle
 
@@ -49,7 +49,6 @@ TIMEOUT_MS = 120_000  # generous: CI has two slow cores shared with other jobs
 TITLE = "SmearScope: ALL screening of blood smear images"
 BAD_FILE_LINE = "bad.jpg is not an image this app can read (JPEG, PNG, TIFF or BMP)."
 REFERRAL = "Inconclusive - refer for manual review"
-BANNER = re.compile(r"^(?P<label>.+?): (?:no leukemia|leukemic cells) suggested \((?P<percent>\d{1,3})% confidence\)$")
 OUR_MODEL = "e2e-tiny"  # sorts after the decoy, so the test has to pick it in the sidebar
 CALIBRATION = {"temperature": 1.0, "abstain_threshold": 0.0, "fitted_on": "val"}  # never "unsure"
 
