@@ -37,6 +37,7 @@ $(BUILD_VENV)/.installed: requirements-edge.txt requirements-build.txt
 test: $(VENV)/.installed $(EDGE_VENV)/.installed $(BUILD_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	@SMEARSCOPE_EDGE_PYTHON=$(EDGE_VENV)/bin/python SMEARSCOPE_BUILD_PYTHON=$(BUILD_VENV)/bin/python $(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
 

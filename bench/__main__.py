@@ -15,14 +15,16 @@ import numpy as np
 from bench.measure import PROJECT_ROOT, TestImages, app_figures, core_figures, machine_facts, quality
 from bench.report import markdown_table, targets
 from bench.variants import VARIANTS, Context, run_variant
-from edge_app.model_card import read_card
+from smearscope_core.files import MANIFEST_FILE
+from smearscope_core.model_card import read_card
+from smearscope_core.paths import DEFAULT_DATASET
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--bundle", type=Path, default=PROJECT_ROOT / "edge_app" / "models" / "default")
     parser.add_argument("--run", type=Path, default=PROJECT_ROOT / "runs" / "default", help="float model and manifest")
-    parser.add_argument("--data", type=Path, default=PROJECT_ROOT.parent / "shared" / "datasets" / "all-4class")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--images", type=int, default=0, help="test images to use (0: the whole test split)")
     parser.add_argument("--repeats", type=int, default=200, help="timed repetitions per latency figure")
     parser.add_argument("--quick", action="store_true", help="8 images, 5 repetitions: a smoke run")
@@ -32,10 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def test_images(bundle_card: dict, run: Path, data: Path, limit: int) -> TestImages:
     """The manifest's test split (the same images every stage reports on), every k-th when limited."""
-    from edge_app.bundle import sha256_of
-    from train.split import read_manifest
+    from smearscope_core.files import sha256_of
+    from smearscope_core.manifest import read_manifest
 
-    manifest = run / bundle_card["training"]["dataset"].get("manifest", "manifest.csv")
+    manifest = run / bundle_card["training"]["dataset"].get("manifest", MANIFEST_FILE)
     rows = [r for r in read_manifest(manifest) if r.split == "test"]
     if limit:
         rows = rows[:: max(1, len(rows) // limit)][:limit]

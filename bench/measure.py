@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.classify import softmax
-from edge_app.imaging import model_pixels, open_image
+from smearscope_core.calibration import softmax
+from smearscope_core.imaging import model_pixels, open_image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -177,7 +177,7 @@ for _ in range(int(sys.argv[3]) * 10 + 1):
     t = time.perf_counter(); screener.screen_bytes(data, "x"); screen.append(time.perf_counter() - t)
 screen = screen[1:]
 heat = []
-image = __import__("edge_app.imaging", fromlist=["open_image"]).open_image(data)
+image = __import__("smearscope_core.imaging", fromlist=["open_image"]).open_image(data)
 for _ in range(int(sys.argv[3])):
     t = time.perf_counter(); screener.explain(image); heat.append(time.perf_counter() - t)
 print(json.dumps({"import_s": imported, "import_and_load_s": loaded, "heatmap_s": heat,

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from bench.measure import PROJECT_ROOT, machine_facts, percentiles
 from edge_app.screening import Screener
+from smearscope_core.paths import DEFAULT_DATASET
 from tests.browser import BANNER, CHROMIUM_FLAGS, VERDICT, find_chromium, streamlit_app
 
 DEFAULT_BUNDLE = PROJECT_ROOT / "edge_app" / "models" / "default"
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets" / "all-4class"
 TIMEOUT_MS = 180_000  # five sessions on two slow cores: generous
 
 
@@ -172,7 +172,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.sessions", description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--per-session", type=int, default=3, help="images each session uploads, one after another")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
     return parser.parse_args(argv)
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from convert import EXIT_BAD_INPUT, EXIT_CONVERSION_FAILED, EXIT_GATE_FAILED, EXIT_OK, ConversionError, InputError
 from convert.gate import Thresholds
-
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "all-4class"
+from smearscope_core.paths import DEFAULT_DATASET
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--run", type=Path, required=True, help="training run folder (model.keras, model_card.json)")
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write (e.g. edge_app/models/NAME)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset root the run's manifest refers to")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATASET, help="dataset root the run's manifest refers to")
     parser.add_argument(
         "--float-out",
         type=Path,

@@ -8,7 +8,6 @@ goes to ``<out>.rejected/`` under names the app does not load (``candidate.tflit
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -17,16 +16,12 @@ from pathlib import Path
 
 from convert import InputError
 from convert.report import HTML_FILE, JSON_FILE
-from edge_app.bundle import CARD_FILE, MODEL_FILE
-from edge_app.model_card import write_card
+from smearscope_core.files import CARD_FILE, TFLITE_FILE
+from smearscope_core.model_card import write_card
 
 REJECTED_MODEL_FILE = "candidate.tflite"
 REJECTED_CARD_FILE = "candidate_model_card.json"
-BUNDLE_FILES = {MODEL_FILE, CARD_FILE, JSON_FILE, HTML_FILE}
-
-
-def sha256_bytes(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
+BUNDLE_FILES = {TFLITE_FILE, CARD_FILE, JSON_FILE, HTML_FILE}
 
 
 def rejected_folder(out: Path) -> Path:
@@ -76,7 +71,7 @@ def write_bundle(out: Path, model: bytes, card: dict, report_writer: Callable[[P
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary folder
     try:
-        (staging / (MODEL_FILE if passed else REJECTED_MODEL_FILE)).write_bytes(model)
+        (staging / (TFLITE_FILE if passed else REJECTED_MODEL_FILE)).write_bytes(model)
         write_card(card, staging / (CARD_FILE if passed else REJECTED_CARD_FILE))
         report_writer(staging)
         target = out if passed else rejected_folder(out)

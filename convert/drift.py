@@ -14,7 +14,8 @@ from sklearn.metrics import accuracy_score
 
 from convert.quiet import quiet_native_stderr
 from edge_app.runtime import TFLiteModel
-from train.metrics import classification_metrics, probabilities, selective
+from smearscope_core.calibration import softmax, unsure
+from train.metrics import classification_metrics, selective
 
 
 @dataclass
@@ -38,7 +39,7 @@ def tflite_logits(content: bytes, images: np.ndarray, num_threads: int = 1) -> n
 
 
 def outputs(logits: np.ndarray, temperature: float) -> ModelOutputs:
-    return ModelOutputs(np.asarray(logits, dtype=np.float64), probabilities(logits, temperature))
+    return ModelOutputs(np.asarray(logits, dtype=np.float64), softmax(logits, temperature))
 
 
 def _points(new: float | None, old: float | None) -> float | None:
@@ -91,8 +92,8 @@ def compare(
         }
     abstain = None
     if abstain_threshold is not None:
-        refer_float = reference.probs.max(1) < abstain_threshold
-        refer_int8 = candidate.probs.max(1) < abstain_threshold
+        refer_float = unsure(reference.probs, abstain_threshold)
+        refer_int8 = unsure(candidate.probs, abstain_threshold)
         abstain = {
             "threshold": abstain_threshold,
             "float": selective(labels, reference.probs, abstain_threshold),

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from convert import InputError
-from edge_app.bundle import CARD_FILE, sha256_of
-from edge_app.model_card import ModelCardError, read_card
-from train.split import ManifestRow, read_manifest
-
-MODEL_FILE = "model.keras"
+from smearscope_core.errors import DatasetError
+from smearscope_core.files import CARD_FILE, KERAS_FILE, MANIFEST_FILE, sha256_of
+from smearscope_core.manifest import ManifestRow, read_manifest
+from smearscope_core.model_card import ModelCardError, read_card
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,9 @@ def read_run(run: Path) -> RunFolder:
     run = Path(run)
     if not run.is_dir():
         raise InputError(f"The run folder {run} does not exist.")
-    model_path = run / MODEL_FILE
+    model_path = run / KERAS_FILE
     if not model_path.is_file():
-        raise InputError(f"The run folder {run} has no {MODEL_FILE} (is it a finished training run?).")
+        raise InputError(f"The run folder {run} has no {KERAS_FILE} (is it a finished training run?).")
     try:
         card = read_card(run / CARD_FILE)
     except ModelCardError as error:
@@ -65,7 +64,7 @@ def read_run(run: Path) -> RunFolder:
     if card["input"]["height"] != card["input"]["width"]:
         raise InputError(f"The model card of {run} describes a non-square input, which conversion does not support.")
     dataset = card["training"]["dataset"]
-    manifest_path = run / str(dataset.get("manifest", "manifest.csv"))
+    manifest_path = run / str(dataset.get("manifest", MANIFEST_FILE))
     if not manifest_path.is_file():
         raise InputError(f"The run folder {run} has no split manifest {manifest_path.name}.")
     actual = sha256_of(manifest_path)
@@ -76,7 +75,7 @@ def read_run(run: Path) -> RunFolder:
         )
     try:
         rows = read_manifest(manifest_path)
-    except ValueError as error:  # DatasetError is a ValueError
+    except DatasetError as error:
         raise InputError(str(error)) from None
     names = [c["name"] for c in card["classes"]]
     unknown = sorted({r.class_name for r in rows} - set(names))

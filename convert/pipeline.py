@@ -18,11 +18,9 @@ from sklearn.metrics import accuracy_score
 
 from convert import ConversionError, InputError
 from convert.bundle import (
-    MODEL_FILE,
     REJECTED_MODEL_FILE,
     check_output_folder,
     default_float_path,
-    sha256_bytes,
     write_bundle,
 )
 from convert.drift import compare, keras_logits, outputs, per_image, tflite_logits
@@ -31,8 +29,8 @@ from convert.inputs import RunFolder, check_images, class_counts, read_run, stra
 from convert.inspect_ops import ModelInspection, inspect_model, integer_only_problem
 from convert.quiet import quiet_native_stderr
 from convert.report import HTML_FILE, JSON_FILE, write_reports
-from edge_app.bundle import sha256_of
-from train.split import load_images
+from smearscope_core.files import TFLITE_FILE, sha256_of
+from smearscope_core.manifest import load_images
 
 CARD_METRIC_KEYS = ("n", "accuracy", "macro", "per_class", "roc_auc_ovr_macro", "confusion_matrix", "screening")
 
@@ -275,7 +273,7 @@ def convert_run(config: ConvertConfig) -> Outcome:
     folder = write_bundle(config.out, chosen.content, card, lambda f: write_reports(report, f), chosen_gate.passed)
     progress.log(
         f"wrote {'bundle' if chosen_gate.passed else 'REJECTED candidate'} {folder} "
-        f"({MODEL_FILE if chosen_gate.passed else REJECTED_MODEL_FILE}, card, {JSON_FILE}, {HTML_FILE}); "
+        f"({TFLITE_FILE if chosen_gate.passed else REJECTED_MODEL_FILE}, card, {JSON_FILE}, {HTML_FILE}); "
         f"float32 reference {float_path} (not shipped)"
     )
     if not chosen_gate.passed and config.float_layers == 0 and layers and layers.get("layers"):
@@ -361,8 +359,8 @@ def extend_card(
     card["metrics"]["int8_test"] = _card_metrics(drift["int8_metrics"])
     inspection = chosen.inspection
     card["tflite"] = {
-        "file": MODEL_FILE if chosen.gate.passed else REJECTED_MODEL_FILE,
-        "sha256": sha256_bytes(chosen.content),
+        "file": TFLITE_FILE if chosen.gate.passed else REJECTED_MODEL_FILE,
+        "sha256": sha256_of(chosen.content),
         "size_bytes": len(chosen.content),
         "quantization": "full-integer post-training int8"
         if inspection.integer_only
@@ -392,7 +390,7 @@ def extend_card(
         },
         "float32_reference": {
             "file": float_path.name,
-            "sha256": sha256_bytes(float_content),
+            "sha256": sha256_of(float_content),
             "size_bytes": len(float_content),
             "shipped": False,
         },

@@ -9,9 +9,6 @@ gathers images, shows results and offers exports. It runs offline on the TFLite 
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -21,24 +18,16 @@ if __package__ in (None, ""):  # run as a script by Streamlit: make the project 
 import streamlit as st
 
 from edge_app import components as ui
-from edge_app.bundle import DEFAULT_MODELS_DIR, BundleError, list_bundles
+from edge_app import settings
+from edge_app.bundle import BundleError, list_bundles
 from edge_app.components import Case
-from edge_app.imaging import MAX_UPLOAD_MB, ImageError, open_image
 from edge_app.records import History, csv_row, now, results_csv
 from edge_app.runtime import RuntimeMissingError
-from edge_app.screening import Screener
+from edge_app.screening import Screener, check_size
+from edge_app.settings import MAX_UPLOAD_MB
+from smearscope_core.imaging import ImageError
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
-MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
-
-
-def extra_model_folders() -> list[Path]:
-    """Folders of a site's own bundles: ``--models DIR`` (repeatable) after ``--``, or $SMEARSCOPE_MODELS."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--models", type=Path, action="append", default=[])
-    folders = parser.parse_known_args(sys.argv[1:])[0].models
-    folders += [Path(p) for p in os.environ.get("SMEARSCOPE_MODELS", "").split(os.pathsep) if p]
-    return folders
 
 
 @st.cache_resource(show_spinner="Loading the model...")
@@ -56,7 +45,9 @@ def choose_model(folders: list[Path]) -> Screener | None:
     labels = {f"{p.name} ({p.parent})": p for p in folders}
     choice = st.sidebar.selectbox("Model", list(labels), index=0) if len(labels) > 1 else next(iter(labels), None)
     if choice is None:
-        st.error(f"No model bundle was found in {DEFAULT_MODELS_DIR}. Reinstall the app or add one with --models.")
+        st.error(
+            f"No model bundle was found in {settings.DEFAULT_MODELS_DIR}. Reinstall the app or add one with --models."
+        )
         return None
     for folder in [labels[choice], *[p for p in folders if p != labels[choice]]]:
         try:
@@ -74,15 +65,11 @@ def screen_one(screener: Screener, history: History, data: bytes, name: str, key
     """Screen once per key (Streamlit reruns the page on every click); a bad file gives its sentence."""
     done: dict = st.session_state.setdefault("cases", {})
     if key not in done:
-        if len(data) > MAX_UPLOAD_BYTES:  # the browser and server check too; Streamlit alone allows 200 MB
-            done[key] = too_large(name)
-            return done[key]
         try:
-            image = open_image(data, name)
+            image, result = screener.screen_file(data, name)  # the browser and server check the size too
         except ImageError as error:
             done[key] = str(error)
         else:
-            result = screener.screen_image(image, name, hashlib.sha256(data).hexdigest())
             when = now()
             keep = data if st.session_state.get("keep_images") else None
             done[key] = Case(key, result, image, when, history.add(result, when, keep))
@@ -137,13 +124,12 @@ def folder_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in UPLOAD_TYPES)
 
 
-def too_large(name: str) -> str:
-    return f"{name} is larger than {MAX_UPLOAD_MB} MB and was skipped."
-
-
 def read_folder_file(path: Path) -> bytes | str:
-    if path.stat().st_size > MAX_UPLOAD_BYTES:
-        return too_large(path.name)
+    """The file's bytes, or the sentence saying why it was skipped (checked before reading it)."""
+    try:
+        check_size(path.stat().st_size, path.name)
+    except ImageError as error:
+        return str(error)
     return path.read_bytes()
 
 
@@ -203,7 +189,7 @@ def main() -> None:
     st.title("SmearScope: ALL screening of blood smear images")
     ui.disclaimer()
     try:
-        screener = choose_model(list_bundles(DEFAULT_MODELS_DIR, *extra_model_folders()))
+        screener = choose_model(list_bundles(*settings.model_folders()))
     except RuntimeMissingError as error:
         st.error(str(error))
         return

@@ -9,15 +9,11 @@ offered, never a link out of it: the selector cannot be pointed at files elsewhe
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_app.model_card import ModelCardError, read_card
-
-MODEL_FILE = "model.tflite"
-CARD_FILE = "model_card.json"
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "models"
+from smearscope_core.files import CARD_FILE, TFLITE_FILE, sha256_of
+from smearscope_core.model_card import ModelCardError, read_card
 
 
 class BundleError(ValueError):
@@ -36,19 +32,11 @@ class ModelBundle:
 
     @property
     def model_path(self) -> Path:
-        return self.folder / MODEL_FILE
+        return self.folder / TFLITE_FILE
 
     @property
     def class_names(self) -> list[str]:
         return [c["display_name"] for c in self.card["classes"]]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def expected_sha256(card: dict) -> str | None:
@@ -61,10 +49,10 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleError(f"The model folder {folder} does not exist.")
-    model = folder / MODEL_FILE
+    model = folder / TFLITE_FILE
     if not model.is_file():
-        raise BundleError(f"The model folder {folder} has no {MODEL_FILE}.")
-    for name in (MODEL_FILE, CARD_FILE):
+        raise BundleError(f"The model folder {folder} has no {TFLITE_FILE}.")
+    for name in (TFLITE_FILE, CARD_FILE):
         if not is_inside(folder / name, folder):
             raise BundleError(f"The model folder {folder} is refused: its {name} is a link to a file outside it.")
     try:
@@ -73,7 +61,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
         raise BundleError(f"The model in {folder} cannot be used: {error}") from None
     expected = expected_sha256(card)
     if not expected:
-        raise BundleError(f"The model card in {folder} records no sha256 for {MODEL_FILE} (tflite.sha256).")
+        raise BundleError(f"The model card in {folder} records no sha256 for {TFLITE_FILE} (tflite.sha256).")
     actual = sha256_of(model)
     if actual != expected:
         raise BundleError(
@@ -100,6 +88,6 @@ def list_bundles(*roots: Path) -> list[Path]:
             found += sorted(
                 p
                 for p in root.iterdir()
-                if is_inside(p, root) and (p / MODEL_FILE).is_file() and (p / CARD_FILE).is_file()
+                if is_inside(p, root) and (p / TFLITE_FILE).is_file() and (p / CARD_FILE).is_file()
             )
     return found

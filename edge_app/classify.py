@@ -12,6 +12,7 @@ import numpy as np
 
 from edge_app.bundle import BundleError, ModelBundle
 from edge_app.runtime import TFLiteModel
+from smearscope_core.calibration import softmax, unsure
 
 SEVERITY_COLOURS = {0: "#2e7d32", 1: "#f9a825", 2: "#ef6c00", 3: "#c62828"}
 SEVERITY_WORDS = {0: "none", 1: "low", 2: "moderate", 3: "high"}
@@ -45,7 +46,7 @@ class Result:
     model_name: str = ""
     model_sha256: str = ""
     image_sha256: str = ""  # of the file as received
-    ood_distance: float | None = None  # unfamiliarity of the image (edge_app.ood); None when not measured
+    ood_distance: float | None = None  # unfamiliarity of the image (smearscope_core.ood); None when not measured
     seconds: float = 0.0  # decode-to-result time
 
     @property
@@ -58,13 +59,6 @@ class Result:
         data = asdict(self)
         data["verdict"] = self.verdict
         return data
-
-
-def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 class Classifier:
@@ -107,7 +101,7 @@ class Classifier:
         top_class = self.classes[top]
         p_malignant = float(sum(p for p, c in zip(probs, self.classes, strict=True) if c["malignant"]))
         reasons = list(extra_reasons or [])
-        if probs[top] < self.threshold:
+        if unsure(probs, self.threshold):
             reasons.insert(0, f"the model is unsure (top probability {probs[top]:.2f} < {self.threshold:.2f})")
         severity = int(top_class["severity"])
         return Result(

@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge_app.bundle import DEFAULT_MODELS_DIR, list_bundles, load_bundle
-from edge_app.imaging import MAX_UPLOAD_MB
+from edge_app import settings as app_settings
+from edge_app.bundle import list_bundles, load_bundle
 from edge_app.records import data_dir
+from edge_app.settings import HOST, MAX_UPLOAD_MB, MODELS_ENV, model_folders
 
-HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]  # the project, or the unpacked executable's folder
 APP_SCRIPT = Path(__file__).resolve().parent / "app.py"  # Streamlit reads its source: shipped as a file
 PYPROJECT = ROOT / "pyproject.toml"  # the app's version has one home; the executable ships this file
@@ -122,7 +122,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def model_versions(models: Sequence[Path] = ()) -> list[dict[str, str]]:
     """Name, creation time and sha256 of every bundle offered (default first), or why it is refused."""
     versions = []
-    for folder in list_bundles(DEFAULT_MODELS_DIR, *models):
+    for folder in list_bundles(*model_folders(models)):
         try:
             bundle = load_bundle(folder)
         except ValueError as error:
@@ -157,9 +157,9 @@ def selftest(models: Sequence[Path] = ()) -> dict[str, Any]:
     from edge_app.screening import Screener
 
     started = time.perf_counter()
-    bundles = list_bundles(DEFAULT_MODELS_DIR, *models)
+    bundles = list_bundles(*model_folders(models))
     if not bundles:
-        raise RuntimeError(f"no model bundle in {DEFAULT_MODELS_DIR}")
+        raise RuntimeError(f"no model bundle in {app_settings.DEFAULT_MODELS_DIR}")
     screener = Screener(bundles[0])
     result = screener.screen_bytes(smear_image(), "selftest.png")
     return {
@@ -269,8 +269,14 @@ def serve(script: Path, port: int, models: Sequence[Path]) -> None:
     config._main_script_path = str(script)  # as `streamlit run` does, before reading the options
     bootstrap.load_config_options(flag_options=options)
     check_credentials()
-    app_args = [item for folder in models for item in ("--models", str(folder.resolve()))]
-    bootstrap.run(str(script), False, app_args, options)
+    # The page finds the --models folders where it finds a site's folders anyway: in $SMEARSCOPE_MODELS
+    # (edge_app.settings.model_folders), so the page and --version/--selftest list the same bundles.
+    folders = [str(folder.resolve()) for folder in models] + [
+        p for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p
+    ]
+    if folders:
+        os.environ[MODELS_ENV] = os.pathsep.join(folders)
+    bootstrap.run(str(script), False, [], options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

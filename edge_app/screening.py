@@ -1,15 +1,15 @@
 """The inference core's one entry point: bytes or an image in, a ``Result`` out.
 
-decode (edge_app.imaging) -> model pixels -> image checks (edge_app.ood) -> classify
+decode (smearscope_core.imaging) -> model pixels -> image checks (smearscope_core.ood) -> classify
 (edge_app.classify) -> Result; explain() adds the occlusion heatmap on demand. No Streamlit here:
 the page, the batch runner and the tests all call this.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -17,10 +17,25 @@ from PIL import Image
 from edge_app.bundle import ModelBundle, load_bundle
 from edge_app.classify import Classifier, Result
 from edge_app.explain import Heatmap, occlusion_heatmap
-from edge_app.imaging import model_pixels, open_image
-from edge_app.ood import OodDetector
+from edge_app.settings import MAX_UPLOAD_BYTES, MAX_UPLOAD_MB
+from smearscope_core.files import sha256_of
+from smearscope_core.imaging import ImageError, model_pixels, open_image
+from smearscope_core.ood import OodDetector
 
 NO_OOD_CALIBRATION = "this model has no calibration for unfamiliar images, so no result can be trusted on its own"
+
+
+class Screened(NamedTuple):
+    """A screened file: the decoded image (for the page's thumbnail and heatmap) and its result."""
+
+    image: Image.Image
+    result: Result
+
+
+def check_size(size_bytes: int, name: str) -> None:
+    """Refuse a file over the upload limit before it is read or decoded (Streamlit alone allows 200 MB)."""
+    if size_bytes > MAX_UPLOAD_BYTES:
+        raise ImageError(f"{name} is larger than {MAX_UPLOAD_MB} MB and was skipped.")
 
 
 class Screener:
@@ -48,9 +63,15 @@ class Screener:
         result.seconds = time.perf_counter() - started
         return result
 
+    def screen_file(self, data: bytes, name: str = "image") -> Screened:
+        """Check the size, decode and screen a file's bytes; raises ImageError with a sentence for bad files."""
+        check_size(len(data), name)
+        image = open_image(data, name)
+        return Screened(image, self.screen_image(image, name, sha256_of(data)))
+
     def screen_bytes(self, data: bytes, name: str = "image") -> Result:
-        """Decode and screen; raises edge_app.imaging.ImageError with a sentence for bad files."""
-        return self.screen_image(open_image(data, name), name, hashlib.sha256(data).hexdigest())
+        """``screen_file`` without the image: for callers that only need the result (batch, selftest)."""
+        return self.screen_file(data, name).result
 
     def explain(self, image: Image.Image) -> Heatmap:
         return occlusion_heatmap(self.classifier, self.pixels(image))

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from smearscope_core.paths import DEFAULT_DATASET
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = PROJECT_ROOT.parent / "shared" / "datasets" / "all-4class"
+REAL_DATA = DEFAULT_DATASET
 
 # Each synthetic class has its own "cell" colour and size on a pale background.
 CLASS_STYLES = {

@@ -40,8 +40,8 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     warnings.simplefilter("ignore")  # Pillow warns about corrupt EXIF on stderr; the outcome is what counts
 
-    from edge_app.imaging import ImageError
     from edge_app.screening import Screener
+    from smearscope_core.imaging import ImageError
 
     screener = Screener(bundle, num_threads=1)
     print(json.dumps({"ready": True, "classes": [c["name"] for c in screener.classifier.classes]}), flush=True)

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from edge_app.classify import Result
-from edge_app.imaging import model_pixels
 from edge_app.screening import Screener
+from smearscope_core.imaging import model_pixels
 from tests.browser import BANNER, CHROMIUM_FLAGS, find_chromium, log_tail, streamlit_app
 from tests.conftest import PROJECT_ROOT, REAL_DATA
 from tests.test_edge_core import CLASSES, SIZE, io_png, smears, write_bundle

@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from edge_app.model_card import read_card
+from smearscope_core.manifest import read_manifest
+from smearscope_core.model_card import read_card
 from tests.conftest import PROJECT_ROOT
-from train.split import read_manifest
 
 RUN_FILES = {
     "model.keras",

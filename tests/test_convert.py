@@ -21,10 +21,10 @@ from convert import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK
 from convert.__main__ import main
 from convert.gate import Thresholds, evaluate
 from convert.inputs import stratified_sample
-from edge_app.model_card import read_card
+from smearscope_core.manifest import ManifestRow, read_manifest, write_manifest
+from smearscope_core.model_card import read_card
 from tests.conftest import PROJECT_ROOT, REAL_DATA, make_dataset
 from tests.test_model_card import valid_card
-from train.split import ManifestRow, read_manifest, write_manifest
 
 DEFAULT_RUN = PROJECT_ROOT / "runs" / "default"
 LENIENT = ["--min-agreement", "0", "--max-accuracy-drop", "100", "--max-recall-drop", "100"]
@@ -266,7 +266,7 @@ def converted(tiny_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
 
     from convert.inputs import read_run
     from convert.quantize import convert_float, convert_int8, export_saved_model
-    from train.split import load_images
+    from smearscope_core.manifest import load_images
 
     run_path, data = tiny_run
     run = read_run(run_path)
@@ -323,7 +323,7 @@ def test_op_check_fails_on_a_float_fallback_unless_allowed(converted: dict) -> N
 def test_cli_end_to_end_writes_a_bundle_the_app_loads(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
     from edge_app.bundle import load_bundle
     from edge_app.classify import Classifier
-    from edge_app.imaging import model_pixels
+    from smearscope_core.imaging import model_pixels
 
     run, data = tiny_run
     out = tmp_path / "models" / "tiny"
@@ -469,7 +469,7 @@ def default_reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from convert.drift import keras_logits, outputs
     from convert.inputs import read_run
     from convert.quantize import export_saved_model
-    from train.split import load_images
+    from smearscope_core.manifest import load_images
 
     run = read_run(DEFAULT_RUN)
     rows = run.split("test")

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_app.imaging import load_rgb, resize_for_model
+from smearscope_core.errors import DatasetError
+from smearscope_core.imaging import load_rgb, resize_for_model
 from tests.conftest import PROJECT_ROOT, make_dataset, smear_like
-from train.dataset import DatasetError, scan_dataset
+from train.dataset import scan_dataset
 
 
 def test_scan_finds_classes_in_folder_order(tiny_dataset: Path) -> None:

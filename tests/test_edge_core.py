@@ -20,12 +20,12 @@ import pytest
 from PIL import Image
 
 from edge_app.bundle import BundleError, list_bundles, load_bundle
-from edge_app.classify import softmax
 from edge_app.fhir import fhir_bundle
-from edge_app.imaging import ImageError, model_pixels
-from edge_app.ood import fit_ood, image_features
 from edge_app.records import CSV_FIELDS, History, case_report_html, csv_row, results_csv
 from edge_app.screening import NO_OOD_CALIBRATION, Screener
+from smearscope_core.calibration import softmax
+from smearscope_core.imaging import ImageError, model_pixels
+from smearscope_core.ood import fit_ood, image_features
 from tests.conftest import PROJECT_ROOT, smear_like
 from tests.test_model_card import valid_card
 
@@ -240,7 +240,7 @@ def test_page_screens_uploads_headless(bundle_dir: Path, tmp_path: Path, monkeyp
 
     monkeypatch.setenv("SMEARSCOPE_MODELS", str(bundle_dir.parent))
     monkeypatch.setenv("SMEARSCOPE_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr("edge_app.bundle.DEFAULT_MODELS_DIR", tmp_path / "no-default")
+    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", tmp_path / "no-default")
     app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
     assert not app.exception
     good = io_png(smears(900, 1)[0])

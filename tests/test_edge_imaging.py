@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_app.imaging import ImageError, model_pixels, open_image
+from smearscope_core.imaging import ImageError, model_pixels, open_image
 from tests.conftest import smear_like
 
 

@@ -79,7 +79,7 @@ def test_page_falls_back_to_the_default_bundle(
     site = tmp_path / "site-models"
     for breakage, (breaker, _) in BREAKAGES.items():
         breaker(write_bundle(site / breakage, tiny_tflite, {"name": f"site-{breakage}"}))
-    monkeypatch.setattr("edge_app.bundle.DEFAULT_MODELS_DIR", default.parent)
+    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", default.parent)
     monkeypatch.setenv("SMEARSCOPE_MODELS", str(site))
     monkeypatch.setenv("SMEARSCOPE_DATA", str(tmp_path / "data"))
     app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
@@ -136,7 +136,7 @@ def test_a_bundles_html_gets_an_origin_of_its_own(
     folder = write_bundle(tmp_path / "models" / "site", tiny_tflite)
     report = b"<html><body><script>parent.document.title = 'owned'</script>drift</body></html>"
     (folder / "drift_report.html").write_bytes(report)
-    monkeypatch.setattr("edge_app.bundle.DEFAULT_MODELS_DIR", folder.parent)
+    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", folder.parent)
     monkeypatch.setenv("SMEARSCOPE_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("SMEARSCOPE_MODELS", raising=False)
     app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image, ImageFilter
 from sklearn.datasets import load_sample_images
 
-from edge_app.imaging import load_rgb, model_pixels
-from edge_app.model_card import read_card
-from edge_app.ood import FEATURE_NAMES, OodDetector, fit_ood, image_features
+from smearscope_core.imaging import load_rgb, model_pixels
+from smearscope_core.manifest import read_manifest
+from smearscope_core.model_card import read_card
+from smearscope_core.ood import FEATURE_NAMES, OodDetector, fit_ood, image_features
 from tests.conftest import PROJECT_ROOT, REAL_DATA, smear_like
-from train.split import read_manifest
 
 SIZE = 64
 

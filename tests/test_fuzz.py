@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from edge_app.imaging import ImageError, model_pixels, open_image
+from smearscope_core.imaging import ImageError, model_pixels, open_image
 from tests.badfiles import MAX_PIXELS, BadFile, named
 from tests.conftest import PROJECT_ROOT
 from tests.test_edge_core import io_png, smears, tiny_tflite, write_bundle
@@ -261,7 +261,7 @@ def test_upload_page_survives_bad_batches(fuzz_bundle: Path, tmp_path: Path, mon
 
     monkeypatch.setenv("SMEARSCOPE_MODELS", str(fuzz_bundle.parent))
     monkeypatch.setenv("SMEARSCOPE_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr("edge_app.bundle.DEFAULT_MODELS_DIR", tmp_path / "no-default")
+    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", tmp_path / "no-default")
     streamlit_module.cache_resource.clear()  # the history is cached per process: use this test's folder
     app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=300).run()
     assert not app.exception

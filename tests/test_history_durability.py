@@ -272,7 +272,7 @@ def test_page_shows_the_history_warning_and_still_screens(
     with tmpfs(tmp_path / "appdata", "512k") as folder:
         monkeypatch.setenv("SMEARSCOPE_MODELS", str(bundle.parent))
         monkeypatch.setenv("SMEARSCOPE_DATA", str(folder))
-        monkeypatch.setattr("edge_app.bundle.DEFAULT_MODELS_DIR", tmp_path / "no-default")
+        monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", tmp_path / "no-default")
         streamlit_module.cache_resource.clear()  # the history is cached per process: use this folder
         app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
         assert not app.exception and not app.warning  # the history opened fine

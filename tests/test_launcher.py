@@ -104,7 +104,7 @@ def test_selftest_classifies_an_image_made_in_memory(capsys: pytest.CaptureFixtu
 
 
 def test_selftest_failure_is_one_json_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
-    monkeypatch.setattr(launcher, "DEFAULT_MODELS_DIR", tmp_path / "empty")
+    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", tmp_path / "empty")
     assert launcher.main(["--selftest"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["selftest"] == "failed" and "no model bundle" in data["error"]

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
-from train import metrics as m
+from smearscope_core.calibration import softmax
+from train.metrics import (
+    choose_abstain_threshold,
+    classification_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    selective,
+)
 
 NAMES = ["Benign", "Early", "Pre", "Pro"]
 MALIGNANT = [False, True, True, True]
@@ -22,7 +29,7 @@ def _known_case():
 
 def test_known_case_matches_sklearn_and_hand_counts() -> None:
     y_true, y_pred, probs = _known_case()
-    result = m.classification_metrics(y_true, probs, NAMES, MALIGNANT)
+    result = classification_metrics(y_true, probs, NAMES, MALIGNANT)
     assert result["accuracy"] == pytest.approx(0.7)  # 7 of 10 counted by hand
     assert result["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     assert result["macro"]["f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
@@ -41,32 +48,32 @@ def test_known_case_matches_sklearn_and_hand_counts() -> None:
 def test_roc_auc_is_one_for_perfect_ranking() -> None:
     y_true = np.array([0, 1, 2, 3] * 5)
     probs = np.eye(4)[y_true] * 0.9 + 0.025
-    result = m.classification_metrics(y_true, probs, NAMES, MALIGNANT)
+    result = classification_metrics(y_true, probs, NAMES, MALIGNANT)
     assert result["roc_auc_ovr_macro"] == pytest.approx(1.0)
     assert all(c["roc_auc_ovr"] == pytest.approx(1.0) for c in result["per_class"].values())
 
 
 def test_screening_is_skipped_without_both_kinds_of_class() -> None:
     y_true, _, probs = _known_case()
-    assert m.classification_metrics(y_true, probs, NAMES, [False] * 4)["screening"] is None
+    assert classification_metrics(y_true, probs, NAMES, [False] * 4)["screening"] is None
 
 
 def test_ece_of_a_known_case() -> None:
     # all predictions at confidence 0.8, of which 3 of 4 correct -> |0.75 - 0.8| = 0.05
     probs = np.array([[0.8, 0.2]] * 4)
-    assert m.expected_calibration_error(np.array([0, 0, 0, 1]), probs) == pytest.approx(0.05)
-    assert m.expected_calibration_error(np.array([0, 0, 0, 0]), np.array([[1.0, 0.0]] * 4)) == pytest.approx(0.0)
+    assert expected_calibration_error(np.array([0, 0, 0, 1]), probs) == pytest.approx(0.05)
+    assert expected_calibration_error(np.array([0, 0, 0, 0]), np.array([[1.0, 0.0]] * 4)) == pytest.approx(0.0)
 
 
 def test_temperature_recovers_overconfidence() -> None:
     rng = np.random.default_rng(0)
     true_logits = rng.normal(0, 1.5, (4000, 4))
-    labels = np.array([rng.choice(4, p=p) for p in m.probabilities(true_logits)])
+    labels = np.array([rng.choice(4, p=p) for p in softmax(true_logits)])
     overconfident = true_logits * 3.0  # a model 3x too sure of itself
-    temperature = m.fit_temperature(labels, overconfident)
+    temperature = fit_temperature(labels, overconfident)
     assert temperature == pytest.approx(3.0, rel=0.1)
-    before = m.expected_calibration_error(labels, m.probabilities(overconfident))
-    after = m.expected_calibration_error(labels, m.probabilities(overconfident, temperature))
+    before = expected_calibration_error(labels, softmax(overconfident))
+    after = expected_calibration_error(labels, softmax(overconfident, temperature))
     assert after < before / 2
 
 
@@ -75,9 +82,9 @@ def test_abstain_threshold_reaches_target_on_accepted_cases() -> None:
     confidence = np.linspace(0.55, 0.99, 10)
     probs = np.stack([confidence, 1 - confidence], axis=1)
     probs[:3] = probs[:3, ::-1]  # the three least confident are wrong
-    threshold = m.choose_abstain_threshold(y_true, probs, target_accuracy=0.99)
-    result = m.selective(y_true, probs, threshold)
+    threshold = choose_abstain_threshold(y_true, probs, target_accuracy=0.99)
+    result = selective(y_true, probs, threshold)
     assert result["accuracy_on_accepted"] == 1.0
     assert result["referred"] == 3
     # a perfect model is never asked to refer above the floor
-    assert m.choose_abstain_threshold(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]])) == 0.5
+    assert choose_abstain_threshold(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]])) == 0.5

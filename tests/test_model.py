@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import pytest
 
+from smearscope_core.manifest import ManifestRow, load_images
 from tests.conftest import make_dataset
 from train.dataset import scan_dataset
 from train.model import BN_MOMENTUM, build_model, set_batchnorm_momentum
 from train.pipeline import Augmentation, augment_image
 from train.pipeline import make_dataset as make_tf_dataset
-from train.split import ManifestRow, load_images
 
 
 @pytest.mark.parametrize("architecture", ["small", "large"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_app.model_card import SCHEMA_VERSION, ModelCardError, read_card, validate_card, write_card
+from smearscope_core.model_card import SCHEMA_VERSION, ModelCardError, read_card, validate_card, write_card
 
 
 def valid_card() -> dict:

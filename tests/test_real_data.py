@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_app.bundle import sha256_of
-from edge_app.model_card import read_card
+from smearscope_core.files import sha256_of
+from smearscope_core.manifest import check_no_group_leak, read_manifest
+from smearscope_core.model_card import read_card
 from tests.conftest import PROJECT_ROOT, REAL_DATA
 from train.dataset import scan_dataset
 from train.dedup import group_duplicates, perceptual_hashes
-from train.split import check_no_group_leak, make_split, read_manifest
+from train.split import make_split
 
 DEFAULT_RUN = PROJECT_ROOT / "runs" / "default"
 needs_real_data = pytest.mark.skipif(

@@ -39,7 +39,7 @@ def page(models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setenv("SMEARSCOPE_MODELS", str(models))
     monkeypatch.setenv("SMEARSCOPE_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr("edge_app.bundle.DEFAULT_MODELS_DIR", tmp_path / "no-default")
+    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", tmp_path / "no-default")
     streamlit_module.cache_resource.clear()  # the history is cached per process: use this test's folder
     app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
     assert not app.exception

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "all-4class"
+from smearscope_core.paths import DEFAULT_DATASET
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -15,7 +15,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m train",
         description="Train a MobileNetV3 smear classifier on a folder-per-class dataset and write a run folder.",
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset root with one folder per class")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATASET, help="dataset root with one folder per class")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write")
     parser.add_argument("--arch", choices=["small", "large"], default="small", help="MobileNetV3 size")
     parser.add_argument("--image-size", type=int, default=128, help="square model input side in pixels")
@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from edge_app.model_card import ModelCardError
-    from train.dataset import DatasetError
+    from smearscope_core.errors import DatasetError
+    from smearscope_core.model_card import ModelCardError
     from train.run import TrainConfig, prepare_data, train
 
     config = TrainConfig(

@@ -15,17 +15,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from edge_app.bundle import sha256_of
-from edge_app.imaging import load_rgb
+from smearscope_core.errors import DatasetError
+from smearscope_core.files import sha256_of
+from smearscope_core.imaging import load_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 METADATA_FILE = "classes.json"
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 MIN_IMAGE_SIDE = 32
-
-
-class DatasetError(ValueError):
-    """A problem with the dataset that the user must fix; its message is one clear sentence."""
 
 
 @dataclass(frozen=True)

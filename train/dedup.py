@@ -23,7 +23,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from edge_app.imaging import load_rgb
+from smearscope_core.imaging import load_rgb
 from train.dataset import ImageRecord
 
 DEFAULT_MAX_DISTANCE = 8

@@ -1,10 +1,13 @@
-"""Clinical metrics (all counts and scores from scikit-learn), calibration and the abstain rule."""
+"""Clinical metrics (all counts and scores from scikit-learn) and fitting the calibration.
+
+Applying it (softmax with temperature, the abstain rule) is shared with the app and conversion and
+lives in ``smearscope_core.calibration``; fitting it (temperature, threshold) is training's job.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import softmax
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -14,11 +17,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from smearscope_core.calibration import softmax, unsure
+
 ECE_BINS = 15
-
-
-def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -40,7 +41,7 @@ def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
     labels = np.arange(logits.shape[1])
 
     def nll(log_t: float) -> float:
-        return log_loss(y_true, probabilities(logits, float(np.exp(log_t))), labels=labels)
+        return log_loss(y_true, softmax(logits, float(np.exp(log_t))), labels=labels)
 
     result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
@@ -57,14 +58,14 @@ def choose_abstain_threshold(
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y_true
     for threshold in np.unique(np.concatenate([[floor], confidence[confidence >= floor]])):
-        accepted = confidence >= threshold
+        accepted = ~unsure(probs, threshold)
         if accepted.any() and correct[accepted].mean() >= target_accuracy:
             return float(threshold)
     return float(confidence.max()) if len(confidence) else floor
 
 
 def selective(y_true: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
-    accepted = probs.max(axis=1) >= threshold
+    accepted = ~unsure(probs, threshold)
     return {
         "threshold": threshold,
         "coverage": float(accepted.mean()),

@@ -2,7 +2,7 @@
 
 Statistics come from the train split and the refusal threshold from the val split (the 99th
 percentile of validation distances, so about 1% of in-distribution images are referred). The
-result goes into the model card under ``ood``; edge_app/ood.py documents the features.
+result goes into the model card under ``ood``; smearscope_core/ood.py documents the features.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.bundle import CARD_FILE
-from edge_app.model_card import read_card, write_card
-from edge_app.ood import OodDetector, fit_ood, image_features
-from train.split import load_images, read_manifest
+from smearscope_core.files import CARD_FILE
+from smearscope_core.manifest import load_images, read_manifest
+from smearscope_core.model_card import read_card, write_card
+from smearscope_core.ood import OodDetector, fit_ood, image_features
 
 
 def calibrate(pixels: dict[str, np.ndarray]) -> dict:
     """Fit on ``pixels["train"]``, set the threshold on ``pixels["val"]``, report rates on val and test.
 
-    ``pixels`` maps split name to uint8 [N, S, S, 3] model-sized images (``train.split.load_images``).
+    ``pixels`` maps split name to uint8 [N, S, S, 3] model-sized images (``smearscope_core.manifest.load_images``).
     """
     features = {s: np.array([image_features(p) for p in pixels[s]]) for s in ("train", "val", "test")}
     section = fit_ood(features["train"], features["val"])

@@ -1,6 +1,6 @@
 """Images in memory and the tf.data input pipeline with microscopy augmentation.
 
-Images are decoded and resized once with the shared resize policy (``train.split.load_images``),
+Images are decoded and resized once with the shared resize policy (``smearscope_core.manifest.load_images``),
 so training sees exactly the pixels the app will feed the model. Augmentation models what changes
 between clinics: slide orientation (flips, 90-degree turns), magnification (small scale/crop),
 illumination (brightness/contrast), stain batches (hue/saturation), focus (blur) and camera

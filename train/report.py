@@ -6,9 +6,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from smearscope_core.manifest import ManifestRow, split_counts
 from train.dataset import ScanResult
 from train.dedup import DuplicateGroups
-from train.split import ManifestRow, split_counts
 
 
 def dataset_report(scan: ScanResult, duplicates: DuplicateGroups, rows: list[ManifestRow]) -> dict:

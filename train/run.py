@@ -20,17 +20,28 @@ import tensorflow as tf
 from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_class_weight
 
-from edge_app.imaging import RESIZE_POLICY
-from edge_app.model_card import SCHEMA_VERSION, write_card
-from train import metrics as m
-from train.dataset import ClassInfo, DatasetError, classes_as_dicts, load_class_metadata, scan_dataset
+from smearscope_core.calibration import softmax
+from smearscope_core.errors import DatasetError
+from smearscope_core.files import KERAS_FILE, MANIFEST_FILE
+from smearscope_core.imaging import RESIZE_POLICY
+from smearscope_core.manifest import check_no_group_leak, load_images, read_manifest, split_counts, write_manifest
+from smearscope_core.model_card import SCHEMA_VERSION, write_card
+from train.dataset import ClassInfo, classes_as_dicts, load_class_metadata, scan_dataset
 from train.dedup import DEFAULT_MAX_DISTANCE, group_duplicates, perceptual_hashes
+from train.metrics import (
+    choose_abstain_threshold,
+    classification_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    macro_f1,
+    selective,
+)
 from train.model import architecture_name, build_model
 from train.ood_calibration import calibrate as calibrate_ood
 from train.pipeline import Augmentation, make_dataset
 from train.plots import plot_confusion_matrix, plot_curves
 from train.report import dataset_report, write_dataset_report
-from train.split import check_no_group_leak, load_images, make_split, read_manifest, split_counts, write_manifest
+from train.split import make_split
 
 
 @dataclass
@@ -77,7 +88,7 @@ class PreparedData:
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Scan, group duplicates, split and write manifest + dataset report (or reuse a manifest)."""
     config.out.mkdir(parents=True, exist_ok=True)
-    manifest_path = config.out / "manifest.csv"
+    manifest_path = config.out / MANIFEST_FILE
     if config.manifest is not None:
         if not Path(config.data).is_dir():
             raise DatasetError(f"The dataset folder {config.data} does not exist.")
@@ -132,9 +143,9 @@ class MacroF1EarlyStopping(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         logits = self.model.predict(self.val_data, verbose=0)
-        probs = m.probabilities(logits)
+        probs = softmax(logits)
         predicted = probs.argmax(1)
-        f1 = m.macro_f1(self.val_labels, predicted, self.num_classes)
+        f1 = macro_f1(self.val_labels, predicted, self.num_classes)
         entry = {
             "epoch": epoch + 1,
             "loss": float(logs.get("loss", np.nan)),
@@ -241,20 +252,20 @@ def train(config: TrainConfig) -> dict:
     # Evaluate in inference mode; calibrate on val; report on test.
     logits = {s: model.predict(eval_data[s], verbose=0) for s in ("val", "test")}
     labels = {s: arrays[s][1] for s in ("val", "test")}
-    temperature = m.fit_temperature(labels["val"], logits["val"])
-    calibrated = {s: m.probabilities(logits[s], temperature) for s in logits}
-    raw = {s: m.probabilities(logits[s]) for s in logits}
-    threshold = m.choose_abstain_threshold(labels["val"], calibrated["val"], config.abstain_target_accuracy)
+    temperature = fit_temperature(labels["val"], logits["val"])
+    calibrated = {s: softmax(logits[s], temperature) for s in logits}
+    raw = {s: softmax(logits[s]) for s in logits}
+    threshold = choose_abstain_threshold(labels["val"], calibrated["val"], config.abstain_target_accuracy)
     results = {}
     for split in ("val", "test"):
-        result = m.classification_metrics(labels[split], calibrated[split], names, malignant)
+        result = classification_metrics(labels[split], calibrated[split], names, malignant)
         result["calibration"] = {
-            "ece_before": m.expected_calibration_error(labels[split], raw[split]),
-            "ece_after": m.expected_calibration_error(labels[split], calibrated[split]),
+            "ece_before": expected_calibration_error(labels[split], raw[split]),
+            "ece_after": expected_calibration_error(labels[split], calibrated[split]),
             "nll_before": float(log_loss(labels[split], raw[split], labels=list(range(len(names))))),
             "nll_after": float(log_loss(labels[split], calibrated[split], labels=list(range(len(names))))),
         }
-        result["abstain"] = m.selective(labels[split], calibrated[split], threshold)
+        result["abstain"] = selective(labels[split], calibrated[split], threshold)
         result["predicted_class_counts"] = np.bincount(calibrated[split].argmax(1), minlength=len(names)).tolist()
         results[split] = result
     test = results["test"]
@@ -296,7 +307,7 @@ def _write_run(
     # Save a fresh copy without optimizer state: smaller, and all the later stages need.
     export = build_model(len(names), config.image_size, config.architecture, config.dropout)
     export.set_weights(model.get_weights())
-    export.save(out / "model.keras")
+    export.save(out / KERAS_FILE)
     (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     plot_curves(history, out / "curves.png")
     matrix = results["test"]["confusion_matrix"]
@@ -348,7 +359,7 @@ def _write_run(
             "dataset": {
                 "name": data.dataset_name,
                 "citation": data.citation,
-                "manifest": "manifest.csv",
+                "manifest": MANIFEST_FILE,
                 "manifest_sha256": data.manifest_sha256,
                 "split_counts": data.counts,
             },

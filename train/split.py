@@ -1,38 +1,22 @@
-"""Leakage-free, deterministic, stratified train/val/test split, its manifest, and loading its images.
+"""Leakage-free, deterministic, stratified train/val/test split, written as the manifest.
 
-The manifest (CSV: path, sha256, class, split, group) is what every later stage reads, so the
-conversion drift check and the benchmarks report on exactly the test images training held out.
-Byte-identical copies are kept once (the extra copies are listed in the dataset report); every
-duplicate group lands wholly in one split.
+The manifest itself (row type, CSV read/write, loading its images) is the shared contract in
+``smearscope_core.manifest``: every later stage reads it. Byte-identical copies are kept once (the
+extra copies are listed in the dataset report); every duplicate group lands wholly in one split.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_app.imaging import model_pixels
-from train.dataset import DatasetError, ImageRecord, ScanResult
+from smearscope_core.errors import DatasetError
+from smearscope_core.manifest import ManifestRow
+from train.dataset import ImageRecord, ScanResult
 
-if TYPE_CHECKING:  # the manifest readers stay light (no scipy/scikit-learn) for the benchmarks on a Pi
+if TYPE_CHECKING:  # importing scipy (through dedup) only to name a type would slow the split's import
     from train.dedup import DuplicateGroups
-
-SPLITS = ("train", "val", "test")
-MANIFEST_FIELDS = ("path", "sha256", "class", "split", "group")
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    path: str
-    sha256: str
-    class_name: str
-    split: str
-    group: int
 
 
 def _one_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -78,56 +62,3 @@ def make_split(
         for r, s, g in zip(records, split, groups, strict=True)
     ]
     return sorted(rows, key=lambda row: row.path)
-
-
-def write_manifest(rows: list[ManifestRow], path: Path) -> str:
-    """Write the manifest CSV and return its sha256 (recorded in the model card)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(MANIFEST_FIELDS)
-        for row in rows:
-            writer.writerow([row.path, row.sha256, row.class_name, row.split, row.group])
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_manifest(path: Path) -> list[ManifestRow]:
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
-            raise DatasetError(
-                f"{path} is not a split manifest (columns {reader.fieldnames}, expected {MANIFEST_FIELDS})."
-            )
-        rows = [ManifestRow(r["path"], r["sha256"], r["class"], r["split"], int(r["group"])) for r in reader]
-    bad = {r.split for r in rows} - set(SPLITS)
-    if bad:
-        raise DatasetError(f"{path} has unknown split names: {', '.join(sorted(bad))}.")
-    return rows
-
-
-def split_counts(rows: list[ManifestRow], class_names: list[str]) -> dict[str, dict[str, int]]:
-    counts = {s: {c: 0 for c in class_names} for s in SPLITS}
-    for row in rows:
-        counts[row.split][row.class_name] += 1
-    return counts
-
-
-def check_no_group_leak(rows: list[ManifestRow]) -> None:
-    """Raise if any duplicate group (or any sha256) appears in more than one split."""
-    for key in ("group", "sha256"):
-        seen: dict[object, str] = {}
-        for row in rows:
-            value = getattr(row, key)
-            if seen.setdefault(value, row.split) != row.split:
-                raise DatasetError(f"Leak: {key} {value} appears in both {seen[value]} and {row.split}.")
-
-
-def load_images(
-    root: Path, rows: list[ManifestRow], size: int, class_names: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode, convert to RGB and resize every row: uint8 [N, size, size, 3] and int labels."""
-    images = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
-    for index, row in enumerate(rows):
-        images[index] = model_pixels(root / row.path, size)
-    labels = np.array([class_names.index(r.class_name) for r in rows], dtype=np.int32)
-    return images, labels

@@ -1,9 +1,8 @@
 """Image decoding and the resize policy: the one implementation, used by every stage.
 
 Training, conversion and the app must feed the model the same pixels, so this module is the
-single place the policy lives. It needs only Pillow and numpy, so the training stage imports it
-from here (the app never imports the training stage). The model card records the policy as
-``preprocessing`` (see docs/model-card.md).
+single place the policy lives. It needs only Pillow and numpy. The model card records the policy
+as ``preprocessing`` (see docs/model-card.md).
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from smearscope_core.errors import InputError
 
 RESIZE_POLICY = {
     "crop": "center_square",
@@ -26,14 +27,11 @@ RESIZE_POLICY = {
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 SUPPORTED_FORMATS = "JPEG, PNG, TIFF or BMP"
-# The largest file the app takes, in MB: the page, the folder reader and the server's
-# server.maxUploadSize (edge_app/launcher.py) all use this one figure. A microscope photo is a few MB.
-MAX_UPLOAD_MB = 50
 _BLOCK_PIXELS = 1 << 20  # rows converted to 8 bits at a time (see _to_8_bit)
 
 
-class ImageError(ValueError):
-    """An image the app cannot use; the message is one sentence for the technician."""
+class ImageError(InputError):
+    """An image that cannot be used; the message is one sentence for the technician."""
 
 
 def open_image(data: bytes, name: str = "the file") -> Image.Image:

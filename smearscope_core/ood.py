@@ -10,9 +10,9 @@ colour, focus and texture statistics, and compared with the training images:
 - an out-of-distribution score: the Mahalanobis distance of the statistics from the training
   images' mean, refused above the value that only 1% of validation images exceed.
 
-The calibration (mean, precision matrix, thresholds) is computed by the training stage on its own
-split and stored in the model card under ``ood``; the same ``image_features`` function is used
-there and here, so the two cannot disagree.
+The calibration (mean, precision matrix, thresholds) is fitted by ``fit_ood`` when the training
+stage runs, on its own split, and stored in the model card under ``ood``; training and the app use
+this one ``image_features`` function, so the two cannot disagree.
 """
 
 from __future__ import annotations

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import jsonschema
 
+from smearscope_core.errors import InputError
+from smearscope_core.paths import SCHEMAS_DIR
+
 SCHEMA_VERSION = "1.0"
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "model_card.schema.json"
+SCHEMA_PATH = SCHEMAS_DIR / "model_card.schema.json"
 
 
-class ModelCardError(ValueError):
+class ModelCardError(InputError):
     """The card is missing, not JSON, or breaks the schema; the message says where."""
 
 
