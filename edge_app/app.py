@@ -1,7 +1,10 @@
 """SmearScope Streamlit page, started by ``python -m edge_app.launcher [--models DIR]`` (``make app``).
 
 The launcher runs this script with the production settings (127.0.0.1, XSRF on, no usage
-statistics, the upload limit); a bare ``streamlit run`` would use Streamlit's defaults instead.
+statistics, the upload limit). A plain ``streamlit run edge_app/app.py``, from any folder, reads the
+same settings from ``edge_app/.streamlit/config.toml`` beside this page (generated from the launcher's
+table); started any other way that listens beyond this computer or sends usage statistics, the page
+refuses to serve.
 
 A thin layer: every decision is made by the inference core (edge_app.screening); this page only
 gathers images, shows results and offers exports. It runs offline on the TFLite runtime alone.
@@ -16,6 +19,7 @@ if __package__ in (None, ""):  # run as a script by Streamlit: make the project 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st
+from streamlit import config as st_config
 
 from edge_app import components as ui
 from edge_app import settings
@@ -184,8 +188,18 @@ def show_history(history: History) -> None:
     st.download_button("Download history (CSV)", results_csv(rows), "smearscope-history.csv", "text/csv")
 
 
+def refuse_unsafe_server() -> None:
+    """Stop here, with one sentence, on a server that listens beyond this computer or sends usage statistics."""
+    refusal = settings.server_refusal(st_config.get_option("server.address"),
+                                      st_config.get_option("browser.gatherUsageStats"))  # fmt: skip
+    if refusal:
+        st.error(refusal)
+        st.stop()
+
+
 def main() -> None:
     st.set_page_config(page_title="SmearScope", page_icon="🔬", layout="wide")
+    refuse_unsafe_server()
     st.title("SmearScope: ALL screening of blood smear images")
     ui.disclaimer()
     try:

@@ -1,9 +1,12 @@
 """Start SmearScope the one way: Streamlit in this process, with the production settings below.
 
-``python -m edge_app.launcher [--port N] [--no-browser] [--models DIR] [--selftest] [--version]``
+``python -m edge_app.launcher [--port N] [--no-browser] [--models DIR] [--selftest] [--version] [--write-config]``
 
 ``make app``, the browser tests and the desktop executable (build/smearscope.spec) all start the
-app through this module, so the settings live in one table (``settings``). Technicians launch a
+app through this module, so the settings live in one table (``settings``), passed as flags on every
+start. ``edge_app/.streamlit/config.toml`` is generated from that table (``--write-config``;
+tests/test_streamlit_config.py keeps the two equal): Streamlit reads it beside the page, so a plain
+``streamlit run edge_app/app.py`` started from any folder gets the same settings. Technicians launch a
 program, not a terminal: the launcher picks a free port on 127.0.0.1, opens the default browser
 once the page answers, logs to a file in the user's data folder and stops cleanly on Ctrl+C,
 SIGTERM or when its window closes. It never imports train/, convert/ or TensorFlow.
@@ -34,10 +37,15 @@ from edge_app import settings as app_settings
 from edge_app.bundle import list_bundles, load_bundle
 from edge_app.records import data_dir
 from edge_app.settings import HOST, MAX_UPLOAD_MB, MODELS_ENV, model_folders
+from smearscope_core.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]  # the project, or the unpacked executable's folder
 APP_SCRIPT = Path(__file__).resolve().parent / "app.py"  # Streamlit reads its source: shipped as a file
 PYPROJECT = ROOT / "pyproject.toml"  # the app's version has one home; the executable ships this file
+# Streamlit reads .streamlit/config.toml beside the script it runs, over the global and the working folder's
+# ones, wherever it is started: this one is settings() as a file, so a plain `streamlit run` is safe too.
+CONFIG_TOML = APP_SCRIPT.parent / ".streamlit" / "config.toml"
+PER_RUN = frozenset({"server.port"})  # chosen on each start: left out of CONFIG_TOML (Streamlit's default, 8501)
 LOG_NAME = "smearscope.log"
 LOGGER = logging.getLogger("smearscope.launcher")
 
@@ -59,6 +67,40 @@ def settings(port: int) -> dict[str, Any]:
         "browser.serverAddress": HOST,
         "client.toolbarMode": "minimal",  # no developer menu for technicians
     }
+
+
+def toml_value(value: bool | int | str) -> str:
+    if isinstance(value, bool):  # before int: a bool is an int
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string (same escapes)
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def config_toml() -> str:
+    """``settings()`` as Streamlit's config.toml, less the per-run port: the text of CONFIG_TOML."""
+    sections: dict[str, list[str]] = {}
+    for key, value in settings(0).items():
+        if key not in PER_RUN:
+            section, name = key.split(".", 1)
+            sections.setdefault(section, []).append(f"{name} = {toml_value(value)}")
+    lines = [
+        "# SmearScope's Streamlit settings, generated from settings() in edge_app/launcher.py: do not edit here.",
+        "# Regenerate with `python -m edge_app.launcher --write-config`; tests/test_streamlit_config.py checks it.",
+        "# Streamlit reads it beside the page, so a plain `streamlit run edge_app/app.py` from any folder gets it.",
+        "# The launcher (`make app`) passes the same settings as flags, with its own port (here Streamlit's 8501).",
+    ]
+    for section, entries in sections.items():
+        lines += ["", f"[{section}]", *entries]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(path: Path = CONFIG_TOML) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config_toml(), encoding="utf-8")
+    return path
 
 
 def app_version() -> str:
@@ -111,6 +153,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--selftest", action="store_true",
                         help="classify an image made in memory, print one JSON line, exit (no server)")  # fmt: skip
     parser.add_argument("--version", action="store_true", help="print the app and model versions, then exit")
+    parser.add_argument("--write-config", action="store_true",
+                        help=f"write {CONFIG_TOML.relative_to(ROOT)} from the settings table, then exit")  # fmt: skip
     parser.add_argument("--script", type=Path, default=APP_SCRIPT, help=argparse.SUPPRESS)  # tests only
     args = parser.parse_args(argv)
     for folder in args.models:
@@ -265,7 +309,7 @@ def serve(script: Path, port: int, models: Sequence[Path]) -> None:
     from streamlit.runtime.credentials import check_credentials
     from streamlit.web import bootstrap
 
-    options = settings(port)
+    options = settings(port)  # every setting as a flag, over any config.toml (ours holds the same, less the port)
     config._main_script_path = str(script)  # as `streamlit run` does, before reading the options
     bootstrap.load_config_options(flag_options=options)
     check_credentials()
@@ -279,22 +323,25 @@ def serve(script: Path, port: int, models: Sequence[Path]) -> None:
     bootstrap.run(str(script), False, [], options)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> ExitCode:
     args = parse_args(argv)
     if args.version:
         print(json.dumps({"app": "SmearScope", "version": app_version(), "models": model_versions(args.models)}))
-        return 0
+        return ExitCode.OK
+    if args.write_config:
+        print(f"wrote {write_config()}")
+        return ExitCode.OK
     if args.selftest:
         try:
             print(json.dumps(selftest(args.models)))
         except Exception as error:  # noqa: BLE001 - the one line says what broke, whatever it was
             print(json.dumps({"selftest": "failed", "error": f"{type(error).__name__}: {error}"}))
-            return 1
-        return 0
+            return ExitCode.GATE_FAILED
+        return ExitCode.OK
     port = args.port or free_port()
     if args.port and not port_is_free(port):
         print(f"Port {port} on {HOST} is in use: close the other program or choose another with --port.")
-        return 2
+        return ExitCode.BAD_INPUT
     log_path = log_to_file()
     url = f"http://{HOST}:{port}"
     LOGGER.info("SmearScope %s at %s (log: %s, models: %s)", app_version(), url, log_path,
@@ -304,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         open_browser_when_ready(url)
     serve(args.script.resolve(), port, args.models)
     LOGGER.info("SmearScope stopped")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from edge_app import launcher
+from smearscope_core.errors import ExitCode
 from tests.browser import log_tail, stop, wait_until_healthy
 from tests.conftest import PROJECT_ROOT
 
@@ -42,9 +43,21 @@ def test_every_setting_is_a_streamlit_option() -> None:
     assert not unknown, unknown
 
 
-def test_no_second_copy_of_the_settings() -> None:
-    """The launcher's table is the one place; a config.toml in the project would be a second copy."""
-    assert not (PROJECT_ROOT / ".streamlit" / "config.toml").exists()
+def test_the_launcher_passes_every_setting_as_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table is the one home: edge_app/.streamlit/config.toml is generated from it for a plain
+    `streamlit run` (tests/test_streamlit_config.py), but the launcher never relies on that file. Every setting,
+    with this run's port, goes to Streamlit as a flag, which outranks any config.toml."""
+    from streamlit.runtime import credentials
+    from streamlit.web import bootstrap
+
+    seen: dict[str, dict] = {}
+    monkeypatch.setattr(bootstrap, "load_config_options", lambda flag_options: seen.update(loaded=flag_options))
+    monkeypatch.setattr(bootstrap, "run", lambda script, is_hello, args, flag_options: seen.update(run=flag_options))
+    monkeypatch.setattr(credentials, "check_credentials", lambda: None)
+    monkeypatch.delenv("SMEARSCOPE_MODELS", raising=False)
+    monkeypatch.setattr("streamlit.config._main_script_path", None)
+    launcher.serve(launcher.APP_SCRIPT, 8123, [])
+    assert seen == {"loaded": launcher.settings(8123), "run": launcher.settings(8123)}
 
 
 def test_version_is_the_project_version() -> None:
@@ -83,12 +96,12 @@ def test_a_taken_port_is_refused_with_a_sentence(capsys: pytest.CaptureFixture[s
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        assert launcher.main(["--port", str(port), "--no-browser"]) == 2
+        assert launcher.main(["--port", str(port), "--no-browser"]) is ExitCode.BAD_INPUT
     assert f"Port {port} on 127.0.0.1 is in use" in capsys.readouterr().out
 
 
 def test_version_lists_the_default_model(capsys: pytest.CaptureFixture[str]) -> None:
-    assert launcher.main(["--version"]) == 0
+    assert launcher.main(["--version"]) is ExitCode.OK
     data = json.loads(capsys.readouterr().out)
     assert data["version"] == launcher.app_version()
     default = data["models"][0]
@@ -96,7 +109,7 @@ def test_version_lists_the_default_model(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_selftest_classifies_an_image_made_in_memory(capsys: pytest.CaptureFixture[str]) -> None:
-    assert launcher.main(["--selftest"]) == 0
+    assert launcher.main(["--selftest"]) is ExitCode.OK
     data = json.loads(capsys.readouterr().out)
     assert data["selftest"] == "ok"
     assert data["runtime"] in {"ai-edge-litert", "tflite-runtime"}
@@ -105,7 +118,7 @@ def test_selftest_classifies_an_image_made_in_memory(capsys: pytest.CaptureFixtu
 
 def test_selftest_failure_is_one_json_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
     monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", tmp_path / "empty")
-    assert launcher.main(["--selftest"]) == 1
+    assert launcher.main(["--selftest"]) is ExitCode.GATE_FAILED
     data = json.loads(capsys.readouterr().out)
     assert data["selftest"] == "failed" and "no model bundle" in data["error"]
 

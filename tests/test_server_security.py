@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.browser import streamlit_app
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, listening_addresses, other_local_addresses
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/net socket tables")
-LISTEN = "0A"  # TCP state in /proc/net/tcp
 
 
 @pytest.fixture(scope="module")
@@ -34,29 +31,6 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env.pop("SMEARSCOPE_MODELS", None)
     with streamlit_app(PROJECT_ROOT / "edge_app" / "app.py", PROJECT_ROOT, env, work / "app.log") as url:
         yield url
-
-
-def listening_addresses(port: int) -> list[str]:
-    """Local addresses of the LISTEN sockets on ``port``, from /proc/net/tcp and tcp6 (hex, as the kernel
-    writes them: 0100007F is 127.0.0.1, 00000000 is every interface)."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            address, hex_port = fields[1].split(":")
-            if int(hex_port, 16) == port and fields[3] == LISTEN:
-                found.append(address)
-    return found
-
-
-def other_local_addresses() -> list[str]:
-    """This computer's IPv4 addresses other than loopback (from ``ip``), to try the port on."""
-    try:
-        done = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    addresses = [line.split()[3].split("/")[0] for line in done.stdout.splitlines() if len(line.split()) > 3]
-    return [a for a in addresses if not a.startswith("127.")]
 
 
 def port_of(url: str) -> int:
