@@ -15,9 +15,13 @@ import numpy as np
 from bench.measure import PROJECT_ROOT, TestImages, app_figures, core_figures, machine_facts, quality
 from bench.report import markdown_table, targets
 from bench.variants import VARIANTS, Context, run_variant
+from smearscope_core.console import logger
+from smearscope_core.errors import DatasetError, ExitCode, SmearScopeError
 from smearscope_core.files import MANIFEST_FILE
 from smearscope_core.model_card import read_card
 from smearscope_core.paths import DEFAULT_DATASET
+
+log = logger("bench")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,9 +49,9 @@ def test_images(bundle_card: dict, run: Path, data: Path, limit: int) -> TestIma
     paths = [data / r.path for r in rows]
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise SystemExit(f"error: {len(missing)} test images are missing under {data}, e.g. {missing[0]}.")
+        raise DatasetError(f"{len(missing)} test images are missing under {data}, e.g. {missing[0]}.")
     if any(sha256_of(p) != r.sha256 for p, r in zip(paths[:5], rows[:5], strict=True)):
-        raise SystemExit(f"error: the images under {data} differ from the manifest's sha256.")
+        raise DatasetError(f"The images under {data} differ from the manifest's sha256.")
     labels = np.array([names.index(r.class_name) for r in rows])
     size, temperature = int(bundle_card["input"]["height"]), float(bundle_card["calibration"]["temperature"])
     return TestImages(paths, labels, names, size, temperature)
@@ -56,27 +60,37 @@ def test_images(bundle_card: dict, run: Path, data: Path, limit: int) -> TestIma
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        benchmark(args, sys.argv[1:] if argv is None else argv)
+    except SmearScopeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return ExitCode.OK
+
+
+def benchmark(args: argparse.Namespace, argv: list[str]) -> None:
+    """Measure every variant, the inference core and the app; write the results as JSON and Markdown."""
     if args.quick:
         args.images, args.repeats = args.images or 8, min(args.repeats, 5)
     card = read_card(args.bundle / "model_card.json")
     images = test_images(card, args.run, args.data, args.images)
     context = Context(args.bundle, args.run, images, args.repeats)
-    print(f"benchmarking {len(images.paths)} test images, {args.repeats} repetitions per latency figure", flush=True)
+    log.info(f"benchmarking {len(images.paths)} test images, {args.repeats} repetitions per latency figure")
     variants = {}
     for variant in VARIANTS:
-        print(f"- {variant.name}...", flush=True)
+        log.info(f"{variant.name}...")
         result = run_variant(variant, context)
         if "predicted" in result:
             result |= quality(result.pop("predicted"), images.labels, len(images.class_names))
         result["description"] = variant.description
         variants[variant.name] = result
-    print("- inference core and app...", flush=True)
+    log.info("inference core and app...")
     core = core_figures(args.bundle, images.paths[0], 3 if args.quick else 20)
     with tempfile.TemporaryDirectory() as data_dir:
         app = app_figures(images.paths[0], args.bundle.parent, Path(data_dir))
     results = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m bench " + " ".join(argv),
         "machine": machine_facts(),
         "bundle": {"path": str(args.bundle), "name": card["name"], "sha256": card["tflite"]["sha256"]},
         "images": len(images.paths),
@@ -92,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(results)
     (args.out / f"{stem}.md").write_text(table)
     print(table)
-    print(f"wrote {args.out / stem}.json and .md")
-    return 0
+    log.info(f"wrote {args.out / stem}.json and .md")
 
 
 if __name__ == "__main__":

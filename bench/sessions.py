@@ -28,11 +28,15 @@ from pathlib import Path
 
 from bench.measure import PROJECT_ROOT, machine_facts, percentiles
 from edge_app.screening import Screener
+from smearscope_core.console import logger
+from smearscope_core.errors import DatasetError, ExitCode, SmearScopeError
 from smearscope_core.paths import DEFAULT_DATASET
 from tests.browser import BANNER, CHROMIUM_FLAGS, VERDICT, find_chromium, streamlit_app
 
 DEFAULT_BUNDLE = PROJECT_ROOT / "edge_app" / "models" / "default"
 TIMEOUT_MS = 180_000  # five sessions on two slow cores: generous
+
+log = logger("bench")
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def confident_uploads(bundle: Path, data: Path, count: int) -> list[Upload]:
             uploads.append(Upload(path.name, path.read_bytes(), result.display_label, round(result.confidence * 100)))
         if len(uploads) == count:
             return uploads
-    raise SystemExit(f"error: fewer than {count} images under {data} get a confident result.")
+    raise DatasetError(f"Fewer than {count} images under {data} get a confident result.")
 
 
 async def run_session(browser, url: str, session: int, uploads: list[Upload]) -> SessionOutcome:
@@ -179,9 +183,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        together = measure_sessions(args, sys.argv[1:] if argv is None else argv)
+    except SmearScopeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return ExitCode.OK if together["correct"] == together["classifications"] else ExitCode.GATE_FAILED
+
+
+def measure_sessions(args: argparse.Namespace, argv: list[str]) -> dict:
+    """One session alone, then all at once; write the results as JSON and Markdown; return the concurrent run's."""
     chromium = find_chromium()
     if chromium is None:
-        raise SystemExit("error: no chromium (apt-get install chromium).")
+        raise SmearScopeError("No chromium (apt-get install chromium).")
     uploads = confident_uploads(DEFAULT_BUNDLE, args.data, args.sessions * args.per_session)
     with tempfile.TemporaryDirectory() as work:
         env = os.environ | {"SMEARSCOPE_DATA": str(Path(work) / "data")}  # the page serves the bundled default
@@ -190,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             together = asyncio.run(concurrent_sessions(url, uploads, args.sessions, args.per_session, chromium))
     results = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.sessions " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m bench.sessions " + " ".join(argv),
         "machine": machine_facts(),
         "alone": summary(alone, args.per_session),
         "together": summary(together, args.per_session),
@@ -201,9 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results)
     (args.out / f"{stem}.md").write_text(table)
     print(table)
-    print(f"wrote {args.out / stem}.json and .md")
-    together = results["together"]
-    return 0 if together["correct"] == together["classifications"] else 1
+    log.info(f"wrote {args.out / stem}.json and .md")
+    return results["together"]
 
 
 if __name__ == "__main__":

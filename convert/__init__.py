@@ -2,17 +2,16 @@
 
 ``python -m convert --run RUN --out BUNDLE`` (see docs/conversion.md). Importing this package is
 cheap: TensorFlow is imported only by the modules that need it, when they are used.
+
+Errors and exit statuses are the shared ones (``smearscope_core.errors``): a bad run folder, card,
+manifest, dataset or flag raises ``InputError`` (``ExitCode.BAD_INPUT``), a failing converter or
+runtime ``ConversionError`` (``ExitCode.FAILED``), and a failed gate exits ``ExitCode.GATE_FAILED``.
 """
 
-EXIT_OK = 0
-EXIT_GATE_FAILED = 1  # the int8 model drifts too far from the float model, or is not integer-only
-EXIT_BAD_INPUT = 2  # missing/broken run folder, card, manifest or dataset; bad flags
-EXIT_CONVERSION_FAILED = 3  # the TFLite converter or the runtime failed
+from smearscope_core.errors import ExitCode, SmearScopeError
 
 
-class InputError(ValueError):
-    """A problem with what the user gave us (run folder, card, manifest, dataset, flags): one sentence."""
-
-
-class ConversionError(RuntimeError):
+class ConversionError(SmearScopeError, RuntimeError):
     """The TFLite converter or runtime failed on a valid input: one sentence."""
+
+    exit_code = ExitCode.FAILED

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from convert import InputError
 from convert.report import HTML_FILE, JSON_FILE
+from smearscope_core.errors import InputError
 from smearscope_core.files import CARD_FILE, TFLITE_FILE
 from smearscope_core.model_card import write_card
 

@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score
 from convert.quiet import quiet_native_stderr
 from edge_app.runtime import TFLiteModel
 from smearscope_core.calibration import softmax, unsure
+from smearscope_core.console import progress
 from train.metrics import classification_metrics, selective
 
 
@@ -31,11 +32,14 @@ def keras_logits(model: object, images: np.ndarray, batch_size: int = 32) -> np.
     return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
-def tflite_logits(content: bytes, images: np.ndarray, num_threads: int = 1) -> np.ndarray:
-    """Run a .tflite model image by image through the app's own runtime wrapper (edge_app.runtime)."""
+def tflite_logits(content: bytes, images: np.ndarray, num_threads: int = 1, description: str = "LiteRT") -> np.ndarray:
+    """Run a .tflite model image by image through the app's own runtime wrapper (edge_app.runtime).
+
+    A progress bar named ``description`` shows on a terminal (smearscope_core.console.progress).
+    """
     with quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
         model = TFLiteModel(content=content, num_threads=num_threads)
-    return np.stack([model.run(image) for image in images])
+    return np.stack([model.run(image) for image in progress(images, description, total=len(images))])
 
 
 def outputs(logits: np.ndarray, temperature: float) -> ModelOutputs:

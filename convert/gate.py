@@ -7,7 +7,9 @@ explicitly allowed. The verdict is one sentence that names every broken threshol
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from smearscope_core.options import option
 
 # Drift figures are ratios of small integer counts; a threshold met exactly must pass.
 TOLERANCE = 1e-9
@@ -15,9 +17,20 @@ TOLERANCE = 1e-9
 
 @dataclass(frozen=True)
 class Thresholds:
-    min_agreement_percent: float = 99.0
-    max_accuracy_drop_points: float = 1.0
-    max_recall_drop_points: float = 2.0
+    """The gate's limits; each field's metadata is its command-line flag and help (convert/__main__.py)."""
+
+    min_agreement_percent: float = field(
+        default=99.0,
+        metadata=option("--min-agreement", "minimum top-1 agreement with the float model, percent"),
+    )
+    max_accuracy_drop_points: float = field(
+        default=1.0,
+        metadata=option("--max-accuracy-drop", "maximum test accuracy drop, percentage points"),
+    )
+    max_recall_drop_points: float = field(
+        default=2.0,
+        metadata=option("--max-recall-drop", "maximum recall drop of any class, percentage points"),
+    )
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import InputError
-from smearscope_core.errors import DatasetError
+from smearscope_core.errors import DatasetError, InputError
 from smearscope_core.files import CARD_FILE, KERAS_FILE, MANIFEST_FILE, sha256_of
 from smearscope_core.manifest import ManifestRow, read_manifest
 from smearscope_core.model_card import ModelCardError, read_card

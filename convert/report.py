@@ -134,32 +134,60 @@ def _mark(passed: bool) -> _Raw:
 
 
 def render_html(report: dict) -> str:
-    """The whole page from the JSON report."""
-    drift, gate, tflite = report["drift"], report["gate"], report["tflite"]
-    labels = report["classes"]
+    """The whole page from the JSON report: its sections in order, each a piece of HTML."""
+    sections = (
+        _header(report),
+        _summary(report),
+        _gate(report),
+        _confusion(report),
+        _per_class(report),
+        _probabilities(report),
+        _disagreements(report),
+        _int8_model(report),
+        _ops(report),
+        _layers(report),
+        _remedy(report),
+        _provenance(report),
+        "</body></html>",
+    )
+    return "\n".join(section for section in sections if section)
+
+
+def _header(report: dict) -> str:
+    """Document head, title, where the figures come from, and the gate's verdict."""
+    drift, gate, versions = report["drift"], report["gate"], report["versions"]
+    model = html.escape(report["model"])
+    return "\n".join(
+        [
+            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+            f"<title>Int8 drift report: {model}</title><style>{_STYLE}</style></head><body>",
+            f"<h1>Int8 drift report: {model}</h1>",
+            f"<p class='small'>{html.escape(report['created'])} &middot; run <code>{html.escape(report['run'])}</code>"
+            f" &middot; {drift['n']} test images from the run's manifest &middot; float reference: Keras "
+            f"{html.escape(versions['keras'])}; int8: ai-edge-litert {html.escape(versions['ai_edge_litert'])}</p>",
+            f"<div class='verdict {'pass' if gate['passed'] else 'fail'}'>{html.escape(gate['sentence'])}</div>",
+        ]
+    )
+
+
+def _summary(report: dict) -> str:
+    """Both models' headline metrics side by side, then the drift figures."""
+    return "\n".join(["<h2>Summary</h2>", _metrics_table(report["drift"]), _drift_table(report)])
+
+
+def _metrics_table(drift: dict) -> str:
     fm, im = drift["float_metrics"], drift["int8_metrics"]
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Int8 drift report: {html.escape(report['model'])}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>Int8 drift report: {html.escape(report['model'])}</h1>",
-        f"<p class='small'>{html.escape(report['created'])} &middot; run <code>{html.escape(report['run'])}</code>"
-        f" &middot; {drift['n']} test images from the run's manifest &middot; float reference: Keras "
-        f"{html.escape(report['versions']['keras'])}; int8: ai-edge-litert "
-        f"{html.escape(report['versions']['ai_edge_litert'])}</p>",
-        f"<div class='verdict {'pass' if gate['passed'] else 'fail'}'>{html.escape(gate['sentence'])}</div>",
-        "<h2>Summary</h2>",
-    ]
-    screening_f = drift["screening"]["float"] or {}
-    screening_i = drift["screening"]["int8"] or {}
-    summary = [
+    rows = [
         ["accuracy", _pct(fm["accuracy"]), _pct(im["accuracy"]), _pts(drift["accuracy"]["delta_points"])],
         ["macro-F1", _pct(fm["macro"]["f1"]), _pct(im["macro"]["f1"]), _pts(drift["macro_f1"]["delta_points"])],
         ["macro precision", _pct(fm["macro"]["precision"]), _pct(im["macro"]["precision"]), ""],
         ["macro recall", _pct(fm["macro"]["recall"]), _pct(im["macro"]["recall"]), ""],
     ]
+    screening_f = drift["screening"]["float"] or {}
+    screening_i = drift["screening"]["int8"] or {}
     if screening_f and screening_i:
         delta = drift["screening"].get("delta_points", {})
-        summary += [
+        rows += [
             [
                 "sensitivity (malignant caught)",
                 _pct(screening_f.get("sensitivity")),
@@ -173,109 +201,142 @@ def render_html(report: dict) -> str:
                 _pts(delta.get("specificity")),
             ],
         ]
-    parts.append(_table(["metric", "float", "int8", "change (points)"], summary, {1, 2, 3}))
+    return _table(["metric", "float", "int8", "change (points)"], rows, {1, 2, 3})
+
+
+def _drift_table(report: dict) -> str:
+    drift = report["drift"]
     prob, logit = drift["probability_difference"], drift["logit_difference"]
-    parts.append(
-        _table(
-            ["drift figure", "value"],
-            [
-                ["top-1 agreement", f"{drift['agreement']:.2%} ({drift['disagreement_count']} disagree)"],
-                ["mean |p_float - p_int8| (calibrated)", f"{prob['mean_abs']:.4f}"],
-                ["max |p_float - p_int8| (calibrated)", f"{prob['max_abs']:.4f} ({prob['max_abs_image']})"],
-                ["mean / max |logit difference|", f"{logit['mean_abs']:.4f} / {logit['max_abs']:.4f}"],
-                ["temperature applied", f"{report['temperature']:.4f}"],
-                *_abstain_rows(drift.get("abstain")),
-            ],
-        )
+    return _table(
+        ["drift figure", "value"],
+        [
+            ["top-1 agreement", f"{drift['agreement']:.2%} ({drift['disagreement_count']} disagree)"],
+            ["mean |p_float - p_int8| (calibrated)", f"{prob['mean_abs']:.4f}"],
+            ["max |p_float - p_int8| (calibrated)", f"{prob['max_abs']:.4f} ({prob['max_abs_image']})"],
+            ["mean / max |logit difference|", f"{logit['mean_abs']:.4f} / {logit['max_abs']:.4f}"],
+            ["temperature applied", f"{report['temperature']:.4f}"],
+            *_abstain_rows(drift.get("abstain")),
+        ],
     )
-    parts.append("<h2>Gate</h2>")
-    parts.append(
-        _table(
-            ["check", "value", "limit", "flag", "result"],
-            [
-                [
-                    c["check"],
-                    f"{c['value']:.3f}" if isinstance(c["value"], float) else c["value"],
-                    c["limit"],
-                    c["flag"],
-                    _mark(c["passed"]),
-                ]
-                for c in gate["checks"]
-            ],
-            {1},
-        )
-    )
-    parts += [
-        "<h2>Confusion matrices (rows: true class, columns: predicted)</h2>",
-        _img(confusion_figure(fm["confusion_matrix"]["matrix"], im["confusion_matrix"]["matrix"], labels), "cm"),
-        "<h2>Per-class metrics</h2>",
-        _img(per_class_figure(fm, im, labels), "per-class bars"),
-        _table(
-            ["class", "support", "recall float", "recall int8", "change (points)", "F1 float", "F1 int8"],
-            [
-                [
-                    name,
-                    drift["per_class_recall"][name]["support"],
-                    _pct(drift["per_class_recall"][name]["float"]),
-                    _pct(drift["per_class_recall"][name]["int8"]),
-                    _pts(drift["per_class_recall"][name]["delta_points"]),
-                    _pct(fm["per_class"][name]["f1"]),
-                    _pct(im["per_class"][name]["f1"]),
-                ]
-                for name in labels
-            ],
-            {1, 2, 3, 4, 5, 6},
-        ),
-        "<h2>Calibrated probabilities, float vs int8</h2>",
-        _img(scatter_figure(report["per_image"], labels), "scatter"),
-        "<h2>Images on which float and int8 disagree</h2>",
+
+
+def _gate(report: dict) -> str:
+    """Every check the gate made, with its limit and flag."""
+    rows = [
+        [
+            c["check"],
+            f"{c['value']:.3f}" if isinstance(c["value"], float) else c["value"],
+            c["limit"],
+            c["flag"],
+            _mark(c["passed"]),
+        ]
+        for c in report["gate"]["checks"]
     ]
-    if drift["disagreements"]:
-        parts.append(
-            _table(
-                ["image", "true", "float says", "int8 says", "p float", "p int8"],
-                [
-                    [
-                        d["path"],
-                        d["true"],
-                        d["float"],
-                        d["int8"],
-                        f"{d['float_probability']:.3f}",
-                        f"{d['int8_probability']:.3f}",
-                    ]
-                    for d in drift["disagreements"]
-                ],
-                {4, 5},
-            )
-        )
-    else:
-        parts.append("<p>None: both models give the same top class on every test image.</p>")
-    ops = tflite["inspection"]
-    float_names = {op["op"] for op in ops["float_ops"]}
-    parts += [
-        "<h2>The int8 model</h2>",
-        _table(
-            ["", "value"],
+    return "\n".join(["<h2>Gate</h2>", _table(["check", "value", "limit", "flag", "result"], rows, {1})])
+
+
+def _confusion(report: dict) -> str:
+    drift = report["drift"]
+    figure = confusion_figure(
+        drift["float_metrics"]["confusion_matrix"]["matrix"],
+        drift["int8_metrics"]["confusion_matrix"]["matrix"],
+        report["classes"],
+    )
+    return "\n".join(["<h2>Confusion matrices (rows: true class, columns: predicted)</h2>", _img(figure, "cm")])
+
+
+def _per_class(report: dict) -> str:
+    """Per-class bars and each class's recall and F1, float vs int8."""
+    drift, labels = report["drift"], report["classes"]
+    fm, im = drift["float_metrics"], drift["int8_metrics"]
+    rows = []
+    for name in labels:
+        recall = drift["per_class_recall"][name]
+        rows.append(
             [
-                ["integer-only", "yes" if ops["integer_only"] else f"NO: {len(ops['float_ops'])} ops use float"],
+                name,
+                recall["support"],
+                _pct(recall["float"]),
+                _pct(recall["int8"]),
+                _pts(recall["delta_points"]),
+                _pct(fm["per_class"][name]["f1"]),
+                _pct(im["per_class"][name]["f1"]),
+            ]
+        )
+    header = ["class", "support", "recall float", "recall int8", "change (points)", "F1 float", "F1 int8"]
+    return "\n".join(
+        [
+            "<h2>Per-class metrics</h2>",
+            _img(per_class_figure(fm, im, labels), "per-class bars"),
+            _table(header, rows, {1, 2, 3, 4, 5, 6}),
+        ]
+    )
+
+
+def _probabilities(report: dict) -> str:
+    return "\n".join(
+        [
+            "<h2>Calibrated probabilities, float vs int8</h2>",
+            _img(scatter_figure(report["per_image"], report["classes"]), "scatter"),
+        ]
+    )
+
+
+def _disagreements(report: dict) -> str:
+    """The test images whose top class differs between the two models (or a line saying there are none)."""
+    disagreements = report["drift"]["disagreements"]
+    if not disagreements:
+        body = "<p>None: both models give the same top class on every test image.</p>"
+    else:
+        body = _table(
+            ["image", "true", "float says", "int8 says", "p float", "p int8"],
+            [
                 [
-                    "size",
-                    f"{tflite['size_bytes']:,} bytes (float32 TFLite {report['sizes']['float32_tflite']:,}, "
-                    f"Keras {report['sizes']['keras']:,})",
-                ],
-                ["sha256", _Raw(f"<code>{html.escape(tflite['sha256'])}</code>")],
-                ["input", _io_text(tflite["input"])],
-                ["output", _io_text(tflite["output"])],
-                ["representative dataset", _rep_text(tflite["representative_dataset"])],
-                ["float layers kept (remedy)", ", ".join(tflite["float_layers"]) or "none"],
-                [
-                    "LiteRT latency (this machine)",
-                    f"{drift['ms_per_image']:.2f} ms/image int8, "
-                    f"{report['float32_tflite_vs_keras']['ms_per_image']:.2f} ms/image float32 TFLite",
-                ],
-                ["conversion time", f"{report['timings'].get('total_seconds', 0):.1f} s"],
+                    d["path"],
+                    d["true"],
+                    d["float"],
+                    d["int8"],
+                    f"{d['float_probability']:.3f}",
+                    f"{d['int8_probability']:.3f}",
+                ]
+                for d in disagreements
             ],
-        ),
+            {4, 5},
+        )
+    return "\n".join(["<h2>Images on which float and int8 disagree</h2>", body])
+
+
+def _int8_model(report: dict) -> str:
+    """What the int8 model is: integer-only or not, size, hash, I/O, calibration data, latency."""
+    drift, tflite = report["drift"], report["tflite"]
+    ops = tflite["inspection"]
+    rows = [
+        ["integer-only", "yes" if ops["integer_only"] else f"NO: {len(ops['float_ops'])} ops use float"],
+        [
+            "size",
+            f"{tflite['size_bytes']:,} bytes (float32 TFLite {report['sizes']['float32_tflite']:,}, "
+            f"Keras {report['sizes']['keras']:,})",
+        ],
+        ["sha256", _Raw(f"<code>{html.escape(tflite['sha256'])}</code>")],
+        ["input", _io_text(tflite["input"])],
+        ["output", _io_text(tflite["output"])],
+        ["representative dataset", _rep_text(tflite["representative_dataset"])],
+        ["float layers kept (remedy)", ", ".join(tflite["float_layers"]) or "none"],
+        [
+            "LiteRT latency (this machine)",
+            f"{drift['ms_per_image']:.2f} ms/image int8, "
+            f"{report['float32_tflite_vs_keras']['ms_per_image']:.2f} ms/image float32 TFLite",
+        ],
+        ["conversion time", f"{report['timings'].get('total_seconds', 0):.1f} s"],
+    ]
+    return "\n".join(["<h2>The int8 model</h2>", _table(["", "value"], rows)])
+
+
+def _ops(report: dict) -> str:
+    """The int8 model's ops, and which of them run in float."""
+    ops = report["tflite"]["inspection"]
+    float_names = {op["op"] for op in ops["float_ops"]}
+    parts = [
         f"<p>{ops['op_count']} ops; tensor types: "
         + html.escape(", ".join(f"{k} {v}" for k, v in ops["tensor_types"].items()))
         + "</p>",
@@ -292,68 +353,80 @@ def render_html(report: dict) -> str:
                 [[op["index"], op["op"], op["output"][-90:], ", ".join(op["types"])] for op in ops["float_ops"]],
             )
         )
+    return "\n".join(parts)
+
+
+def _layers(report: dict) -> str:
+    """The per-layer quantization error report, its failure note, or nothing when it did not run."""
     layers = report.get("layers")
-    if layers and "error" in layers:
-        parts.append(f"<h2>Per-layer quantization error</h2><p>Not available: {html.escape(layers['error'])}</p>")
-    elif layers:
-        parts += [
+    if not layers:
+        return ""
+    if "error" in layers:
+        return f"<h2>Per-layer quantization error</h2><p>Not available: {html.escape(layers['error'])}</p>"
+    rows = [
+        [
+            layer["rank"],
+            layer["op"],
+            layer["layer"],
+            f"{layer['rmse_over_scale']:.3f}",
+            f"{layer['mean_abs_error']:.4g}",
+            f"{layer['max_abs_error']:.4g}",
+            f"{layer['scale']:.4g}",
+            _Raw(f"<code class='small'>{html.escape(layer['tensor_name'][:200])}</code>"),
+        ]
+        for layer in layers["layers"][:25]
+    ]
+    header = ["rank", "op", "layer", "rmse/scale", "mean |error|", "max |error|", "scale", "full tensor name"]
+    return "\n".join(
+        [
             "<h2>Per-layer quantization error (QuantizationDebugger)</h2>",
             f"<p>{html.escape(layers['metric'])}. {layers['samples']} representative images, "
             f"{layers['seconds']:.1f} s. Worst first; <code>--float-layers N</code> keeps the N worst in float.</p>",
             _img(layers_figure(layers["layers"]), "layers"),
-            _table(
-                ["rank", "op", "layer", "rmse/scale", "mean |error|", "max |error|", "scale", "full tensor name"],
-                [
-                    [
-                        layer["rank"],
-                        layer["op"],
-                        layer["layer"],
-                        f"{layer['rmse_over_scale']:.3f}",
-                        f"{layer['mean_abs_error']:.4g}",
-                        f"{layer['max_abs_error']:.4g}",
-                        f"{layer['scale']:.4g}",
-                        _Raw(f"<code class='small'>{html.escape(layer['tensor_name'][:200])}</code>"),
-                    ]
-                    for layer in layers["layers"][:25]
-                ],
-                {0, 3, 4, 5, 6},
-            ),
+            _table(header, rows, {0, 3, 4, 5, 6}),
         ]
+    )
+
+
+def _remedy(report: dict) -> str:
+    """Full-integer vs with the worst layers in float: what ``--float-layers`` bought and cost."""
     remedy = report.get("remedy")
-    if remedy:
-        before, after = remedy["full_integer"], remedy["with_float_layers"]
-        rows = [
-            ["integer-only", before["integer_only"], after["integer_only"]],
-            ["float ops", before["float_op_count"], after["float_op_count"]],
-            ["size (bytes)", f"{before['size_bytes']:,}", f"{after['size_bytes']:,}"],
-            ["LiteRT ms per image", f"{before['ms_per_image']:.2f}", f"{after['ms_per_image']:.2f}"],
-            ["top-1 agreement", _pct(before["agreement"]), _pct(after["agreement"])],
-            ["accuracy", _pct(before["accuracy"]), _pct(after["accuracy"])],
-            ["macro-F1", _pct(before["macro_f1"]), _pct(after["macro_f1"])],
-            [
-                "largest recall drop (points)",
-                f"{before['max_recall_drop_points']:.2f}",
-                f"{after['max_recall_drop_points']:.2f}",
-            ],
-            [
-                "mean / max probability difference",
-                f"{before['probability_difference_mean']:.4f} / {before['probability_difference_max']:.4f}",
-                f"{after['probability_difference_mean']:.4f} / {after['probability_difference_max']:.4f}",
-            ],
-            ["gate", before["gate"], after["gate"]],
-        ]
-        parts += [
+    if not remedy:
+        return ""
+    before, after = remedy["full_integer"], remedy["with_float_layers"]
+    rows = [
+        ["integer-only", before["integer_only"], after["integer_only"]],
+        ["float ops", before["float_op_count"], after["float_op_count"]],
+        ["size (bytes)", f"{before['size_bytes']:,}", f"{after['size_bytes']:,}"],
+        ["LiteRT ms per image", f"{before['ms_per_image']:.2f}", f"{after['ms_per_image']:.2f}"],
+        ["top-1 agreement", _pct(before["agreement"]), _pct(after["agreement"])],
+        ["accuracy", _pct(before["accuracy"]), _pct(after["accuracy"])],
+        ["macro-F1", _pct(before["macro_f1"]), _pct(after["macro_f1"])],
+        [
+            "largest recall drop (points)",
+            f"{before['max_recall_drop_points']:.2f}",
+            f"{after['max_recall_drop_points']:.2f}",
+        ],
+        [
+            "mean / max probability difference",
+            f"{before['probability_difference_mean']:.4f} / {before['probability_difference_max']:.4f}",
+            f"{after['probability_difference_mean']:.4f} / {after['probability_difference_max']:.4f}",
+        ],
+        ["gate", before["gate"], after["gate"]],
+    ]
+    return "\n".join(
+        [
             f"<h2>Remedy: {remedy['float_layers']} worst layers kept in float</h2>",
             f"<p>Cost: {html.escape(remedy['cost'])}. Re-quantization and evaluation took "
             f"{remedy['seconds']:.1f} s.</p>",
             _table(["", "full-integer int8", f"with --float-layers {remedy['float_layers']}"], rows),
         ]
-    parts.append(
-        "<h2>Provenance</h2>"
-        + _table(["", ""], [[k, v] for k, v in report["versions"].items()] + [["timings (s)", report["timings"]]])
     )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+
+
+def _provenance(report: dict) -> str:
+    rows = [[k, v] for k, v in report["versions"].items()] + [["timings (s)", report["timings"]]]
+    return "<h2>Provenance</h2>" + _table(["", ""], rows)
 
 
 def _abstain_rows(abstain: dict | None) -> list[list[str]]:

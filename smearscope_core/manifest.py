@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smearscope_core.console import progress
 from smearscope_core.errors import DatasetError
 from smearscope_core.files import sha256_of
 from smearscope_core.imaging import model_pixels
@@ -78,7 +79,7 @@ def load_images(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode, convert to RGB and resize every row: uint8 [N, size, size, 3] and int labels."""
     images = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
-    for index, row in enumerate(rows):
+    for index, row in enumerate(progress(rows, f"loading images at {size}px")):
         images[index] = model_pixels(root / row.path, size)
     labels = np.array([class_names.index(r.class_name) for r in rows], dtype=np.int32)
     return images, labels

@@ -1,9 +1,12 @@
-"""Shared fixtures: small synthetic smear-like datasets made on the fly (no real images committed)."""
+"""Shared fixtures and helpers: small synthetic smear-like datasets made on the fly (no real images committed),
+and the listening-socket checks of the app's server (tests/test_server_security.py, tests/test_streamlit_config.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = DEFAULT_DATASET
+TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
+
+
+def listening_addresses(port: int) -> list[str]:
+    """Local addresses of the LISTEN sockets on ``port``, from Linux's /proc/net/tcp and tcp6 (hex, as the kernel
+    writes them: 0100007F is 127.0.0.1, 00000000 and 32 zeros are every interface)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if int(hex_port, 16) == port and fields[3] == TCP_LISTEN:
+                found.append(address)
+    return found
+
+
+def other_local_addresses() -> list[str]:
+    """This computer's IPv4 addresses other than loopback (from ``ip``), to try the port on."""
+    try:
+        done = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    addresses = [line.split()[3].split("/")[0] for line in done.stdout.splitlines() if len(line.split()) > 3]
+    return [a for a in addresses if not a.startswith("127.")]
+
 
 # Each synthetic class has its own "cell" colour and size on a pale background.
 CLASS_STYLES = {
@@ -76,3 +104,37 @@ def dataset_with_problems(tmp_path: Path) -> Path:
     sixteen = (np.asarray(base.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
     Image.fromarray(sixteen).save(gamma / "sixteen.png")
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def production_streamlit_settings():
+    """AppTest runs the page in this process, where Streamlit reads no config file: give it the launcher's table.
+
+    The page refuses to serve on a non-loopback address or with usage statistics on (edge_app/app.py), so every
+    AppTest runs under the same settings as `make app`; a test that needs others patches them on top.
+    """
+    from streamlit.testing.v1.util import patch_config_options
+
+    from edge_app.launcher import settings
+
+    with patch_config_options({k: v for k, v in settings(8501).items() if k != "global.developmentMode"}):
+        yield
+
+
+# ---------------------------------------------------------------- convert/ (tests/test_convert_*.py)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A real (if weak) MobileNetV3Small run folder written by train.run at 32 px; (run folder, dataset).
+
+    Trained once per session: tests/test_convert_quantize.py and tests/test_convert_conversion.py share it.
+    """
+    from train.run import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("convert")
+    data = make_dataset(root / "data", per_class=20)
+    classes = {"Beta": {"malignant": True, "severity": 2}, "Gamma": {"malignant": True, "severity": 3}}
+    (data / "classes.json").write_text(json.dumps({"classes": classes}))  # screening metrics need a malignant class
+    train(TrainConfig(data=data, out=root / "run", image_size=32, epochs=2, batch_size=16, seed=3))
+    return root / "run", data

@@ -10,10 +10,10 @@ import pytest
 
 from smearscope_core.manifest import ManifestRow, load_images
 from tests.conftest import make_dataset
+from train import input_pipeline
+from train.config import Augmentation
 from train.dataset import scan_dataset
 from train.model import BN_MOMENTUM, build_model, set_batchnorm_momentum
-from train.pipeline import Augmentation, augment_image
-from train.pipeline import make_dataset as make_tf_dataset
 
 
 @pytest.mark.parametrize("architecture", ["small", "large"])
@@ -50,7 +50,7 @@ def test_unknown_architecture_and_missing_weights_are_refused(tmp_path: Path) ->
 
 def test_augmentation_keeps_shape_and_range() -> None:
     image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    out = np.asarray(augment_image(image, Augmentation()))
+    out = np.asarray(input_pipeline.augment_image(image, Augmentation()))
     assert out.shape == (64, 64, 3) and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 255.0
     assert not np.allclose(out, image)  # something changed
@@ -73,7 +73,7 @@ def test_inference_mode_is_sane_after_a_few_steps(tmp_path: Path) -> None:
     images, labels = load_images(root, rows, 64, names)
     model = build_model(len(names), 64)
     model.compile(keras.optimizers.AdamW(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(make_tf_dataset(images, labels, 16, shuffle_seed=0), epochs=12, verbose=0)
+    model.fit(input_pipeline.make_dataset(images, labels, 16, shuffle_seed=0), epochs=12, verbose=0)
     inference = model.predict(images.astype("float32"), verbose=0).argmax(1)
     training = np.asarray(model(images.astype("float32"), training=True)).argmax(1)
     assert len(np.unique(inference)) == len(names), "inference mode collapsed to fewer classes"

@@ -1,4 +1,4 @@
-"""Scan a folder-per-class image dataset: class metadata, decoding to RGB, validation.
+"""Scan a folder-per-class image dataset: class metadata, decoding to RGB, validation; the prepared dataset.
 
 Any dataset laid out as ``<root>/<class name>/<image files>`` works. Class metadata (display
 name, malignant or not, severity 0-3, description) comes from an optional ``classes.json`` beside
@@ -15,9 +15,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from smearscope_core.console import progress
 from smearscope_core.errors import DatasetError
 from smearscope_core.files import sha256_of
 from smearscope_core.imaging import load_rgb
+from smearscope_core.manifest import ManifestRow
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 METADATA_FILE = "classes.json"
@@ -65,6 +67,18 @@ class ScanResult:
         for r in self.records:
             counts[self.classes[r.label].name] += 1
         return counts
+
+
+@dataclass
+class PreparedData:
+    """A dataset ready for training: its classes, where it comes from and its split (the manifest's rows)."""
+
+    classes: list[ClassInfo]
+    dataset_name: str
+    citation: list[str]
+    manifest_sha256: str
+    counts: dict[str, dict[str, int]]  # split -> class name -> images
+    rows: list[ManifestRow]
 
 
 def _known_defaults(class_names: list[str]) -> tuple[dict, str]:
@@ -144,22 +158,24 @@ def scan_dataset(root: str | Path, metadata_path: Path | None = None, min_side: 
         raise DatasetError(f"The dataset folder {root} needs at least two class folders; it has {len(class_dirs)}.")
     class_names = [p.name for p in class_dirs]
     classes, name, citation, source = load_class_metadata(root, class_names, metadata_path)
-    records: list[ImageRecord] = []
-    rejected: list[Rejected] = []
+    listing: list[tuple[ClassInfo, Path]] = []
     for info, class_dir in zip(classes, class_dirs, strict=True):
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
         if not files:
             raise DatasetError(f"The class folder {class_dir} is empty.")
-        for path in files:
-            relative = path.relative_to(root).as_posix()
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                rejected.append(Rejected(relative, f"not an image file type ({path.suffix or 'no suffix'})"))
-                continue
-            outcome = _inspect(path, min_side)
-            if isinstance(outcome, str):
-                rejected.append(Rejected(relative, outcome))
-                continue
-            records.append(ImageRecord(relative, info.id, sha256_of(path), *outcome))
+        listing += [(info, path) for path in files]
+    records: list[ImageRecord] = []
+    rejected: list[Rejected] = []
+    for info, path in progress(listing, "scanning images", unit="file"):
+        relative = path.relative_to(root).as_posix()
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            rejected.append(Rejected(relative, f"not an image file type ({path.suffix or 'no suffix'})"))
+            continue
+        outcome = _inspect(path, min_side)
+        if isinstance(outcome, str):
+            rejected.append(Rejected(relative, outcome))
+            continue
+        records.append(ImageRecord(relative, info.id, sha256_of(path), *outcome))
     if not records:
         raise DatasetError(f"No readable images were found in {root}.")
     counts = {c.name: 0 for c in classes}

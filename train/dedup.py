@@ -23,6 +23,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from smearscope_core.console import progress
 from smearscope_core.imaging import load_rgb
 from train.dataset import ImageRecord
 
@@ -68,7 +69,7 @@ def _popcount64(values: np.ndarray) -> np.ndarray:
 
 
 def perceptual_hashes(root: Path, records: list[ImageRecord]) -> np.ndarray:
-    return np.stack([_hash_bits(load_rgb(root / r.path)) for r in records])
+    return np.stack([_hash_bits(load_rgb(root / r.path)) for r in progress(records, "perceptual hashes")])
 
 
 def group_duplicates(

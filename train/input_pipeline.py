@@ -4,28 +4,15 @@ Images are decoded and resized once with the shared resize policy (``smearscope_
 so training sees exactly the pixels the app will feed the model. Augmentation models what changes
 between clinics: slide orientation (flips, 90-degree turns), magnification (small scale/crop),
 illumination (brightness/contrast), stain batches (hue/saturation), focus (blur) and camera
-compression (JPEG re-encoding).
+compression (JPEG re-encoding); its settings are ``train.config.Augmentation``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import tensorflow as tf
 
-
-@dataclass(frozen=True)
-class Augmentation:
-    min_scale: float = 0.8  # crop side as a fraction of the image side, then resized back
-    brightness: float = 0.1  # max delta on [0, 1] pixels
-    contrast: tuple[float, float] = (0.8, 1.2)
-    hue: float = 0.04  # max hue rotation, fraction of the colour circle
-    saturation: tuple[float, float] = (0.7, 1.3)
-    blur_probability: float = 0.25
-    blur_sigma: tuple[float, float] = (0.3, 1.2)
-    jpeg_probability: float = 0.3
-    jpeg_quality: tuple[int, int] = (40, 95)
+from train.config import Augmentation
 
 
 def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:

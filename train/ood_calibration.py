@@ -12,18 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
+from smearscope_core.console import progress
 from smearscope_core.files import CARD_FILE
 from smearscope_core.manifest import load_images, read_manifest
 from smearscope_core.model_card import read_card, write_card
 from smearscope_core.ood import OodDetector, fit_ood, image_features
 
 
-def calibrate(pixels: dict[str, np.ndarray]) -> dict:
+def calibrate_ood(pixels: dict[str, np.ndarray]) -> dict:
     """Fit on ``pixels["train"]``, set the threshold on ``pixels["val"]``, report rates on val and test.
 
     ``pixels`` maps split name to uint8 [N, S, S, 3] model-sized images (``smearscope_core.manifest.load_images``).
     """
-    features = {s: np.array([image_features(p) for p in pixels[s]]) for s in ("train", "val", "test")}
+    features = {
+        s: np.array([image_features(p) for p in progress(pixels[s], f"image statistics ({s})")])
+        for s in ("train", "val", "test")
+    }
     section = fit_ood(features["train"], features["val"])
     detector = OodDetector.from_card({"ood": section})
     for split in ("val", "test"):
@@ -32,17 +36,22 @@ def calibrate(pixels: dict[str, np.ndarray]) -> dict:
     return section
 
 
+def ood_summary(section: dict) -> dict:
+    """The part of the card's ``ood`` section that ``metrics.json`` repeats: the threshold and its refer rates."""
+    return {k: section[k] for k in ("threshold", "val_referred_rate", "test_referred_rate")}
+
+
 def calibrate_run(run: Path, data: Path) -> dict:
     """Add (or refresh) the ``ood`` section of an existing run folder's model card."""
     card = read_card(run / CARD_FILE)
     rows = read_manifest(run / card["training"]["dataset"]["manifest"])
     names, size = [c["name"] for c in card["classes"]], int(card["input"]["height"])
     pixels = {s: load_images(data, [r for r in rows if r.split == s], size, names)[0] for s in ("train", "val", "test")}
-    card["ood"] = calibrate(pixels)
+    card["ood"] = calibrate_ood(pixels)
     write_card(card, run / CARD_FILE)
     metrics_path = run / "metrics.json"
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
-        metrics["ood"] = {k: card["ood"][k] for k in ("threshold", "val_referred_rate", "test_referred_rate")}
+        metrics["ood"] = ood_summary(card["ood"])
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     return card["ood"]

@@ -7,11 +7,7 @@ metrics.json, confusion_matrix.png/.json, curves.png, history.json and model_car
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -21,13 +17,16 @@ from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_class_weight
 
 from smearscope_core.calibration import softmax
+from smearscope_core.console import logger
 from smearscope_core.errors import DatasetError
-from smearscope_core.files import KERAS_FILE, MANIFEST_FILE
-from smearscope_core.imaging import RESIZE_POLICY
+from smearscope_core.files import CARD_FILE, KERAS_FILE, MANIFEST_FILE
 from smearscope_core.manifest import check_no_group_leak, load_images, read_manifest, split_counts, write_manifest
-from smearscope_core.model_card import SCHEMA_VERSION, write_card
-from train.dataset import ClassInfo, classes_as_dicts, load_class_metadata, scan_dataset
-from train.dedup import DEFAULT_MAX_DISTANCE, group_duplicates, perceptual_hashes
+from smearscope_core.model_card import write_card
+from train.card import Evaluation, FitResult, build_card, build_metrics
+from train.config import TrainConfig
+from train.dataset import PreparedData, load_class_metadata, scan_dataset
+from train.dedup import group_duplicates, perceptual_hashes
+from train.input_pipeline import make_dataset
 from train.metrics import (
     choose_abstain_threshold,
     classification_metrics,
@@ -37,52 +36,12 @@ from train.metrics import (
     selective,
 )
 from train.model import architecture_name, build_model
-from train.ood_calibration import calibrate as calibrate_ood
-from train.pipeline import Augmentation, make_dataset
+from train.ood_calibration import calibrate_ood
 from train.plots import plot_confusion_matrix, plot_curves
 from train.report import dataset_report, write_dataset_report
 from train.split import make_split
 
-
-@dataclass
-class TrainConfig:
-    data: Path
-    out: Path
-    architecture: str = "small"
-    image_size: int = 128
-    epochs: int = 60
-    patience: int = 15
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_epochs: int = 2
-    dropout: float = 0.2
-    seed: int = 42
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    near_duplicate_distance: int = DEFAULT_MAX_DISTANCE
-    classes_file: Path | None = None
-    manifest: Path | None = None
-    init_weights: Path | None = None
-    strategy: str = "default"
-    augment: bool = True
-    abstain_target_accuracy: float = 0.99
-    name: str | None = None
-    augmentation: Augmentation = field(default_factory=Augmentation)
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-@dataclass
-class PreparedData:
-    classes: list[ClassInfo]
-    dataset_name: str
-    citation: list[str]
-    manifest_sha256: str
-    counts: dict[str, dict[str, int]]
-    rows: list
+log = logger("train")
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
@@ -98,11 +57,11 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         missing = [r.path for r in rows if not (Path(config.data) / r.path).is_file()]
         if missing:
             raise DatasetError(f"{len(missing)} manifest images are missing from {config.data}, e.g. {missing[0]}.")
-        log(f"reusing split manifest {config.manifest} ({len(rows)} images)")
+        log.info(f"reusing split manifest {config.manifest} ({len(rows)} images)")
     else:
         started = time.perf_counter()
         scan = scan_dataset(config.data, config.classes_file)
-        log(
+        log.info(
             f"scanned {config.data}: {len(scan.records)} readable images, {len(scan.rejected)} rejected, "
             f"classes {scan.class_counts()} [{scan.metadata_source}]"
         )
@@ -112,7 +71,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         report = dataset_report(scan, duplicates, rows)
         write_dataset_report(report, config.out)
         dup = report["duplicates"]
-        log(
+        log.info(
             f"duplicates: {dup['exact_duplicate_copies_dropped']} exact copies dropped, "
             f"{dup['near_duplicate_pairs']} near-duplicate pairs, "
             f"{dup['groups_with_more_than_one_image']} groups kept whole ({time.perf_counter() - started:.0f}s)"
@@ -122,7 +81,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     sha = write_manifest(rows, manifest_path)
     counts = split_counts(rows, [c.name for c in classes])
     for split, per_class in counts.items():
-        log(f"  {split:5s} {sum(per_class.values()):5d}  {per_class}")
+        log.info(f"  {split:5s} {sum(per_class.values()):5d}  {per_class}")
     return PreparedData(classes, name, citation, sha, counts, rows)
 
 
@@ -160,20 +119,20 @@ class MacroF1EarlyStopping(keras.callbacks.Callback):
         self.history.append(entry)
         if f1 > self.best_f1:
             self.best_f1, self.best_epoch, self.best_weights = f1, epoch + 1, self.model.get_weights()
-        log(
+        log.info(
             f"epoch {epoch + 1:3d}/{self.epochs}  loss {entry['loss']:.4f}  acc {entry['accuracy']:.4f}  "
             f"val_loss {entry['val_loss']:.4f}  val_acc {entry['val_accuracy']:.4f}  "
             f"val_macro_f1 {f1:.4f}  lr {entry['learning_rate']:.2e}  {entry['seconds']:.0f}s"
             f"  (best {self.best_f1:.4f} @ {self.best_epoch})"
         )
         if epoch + 1 - self.best_epoch >= self.patience:
-            log(f"early stop: val macro-F1 has not improved for {self.patience} epochs")
+            log.info(f"early stop: val macro-F1 has not improved for {self.patience} epochs")
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-            log(f"restored best weights from epoch {self.best_epoch} (val macro-F1 {self.best_f1:.4f})")
+            log.info(f"restored best weights from epoch {self.best_epoch} (val macro-F1 {self.best_f1:.4f})")
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -182,17 +141,6 @@ def _strategy(name: str) -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()
     raise ValueError(f"Unknown strategy {name!r}; choose 'default' or 'mirrored'.")
-
-
-def _environment() -> dict:
-    return {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-    }
 
 
 def train(config: TrainConfig) -> dict:
@@ -207,7 +155,7 @@ def train(config: TrainConfig) -> dict:
         if not rows:
             raise DatasetError(f"The {split} split is empty; the dataset is too small for these split fractions.")
     arrays = {s: load_images(Path(config.data), rows, config.image_size, names) for s, rows in by_split.items()}
-    log(f"loaded images at {config.image_size}px ({time.perf_counter() - started:.0f}s so far)")
+    log.info(f"loaded images at {config.image_size}px ({time.perf_counter() - started:.0f}s so far)")
 
     train_x, train_y = arrays["train"]
     train_data = make_dataset(
@@ -234,7 +182,7 @@ def train(config: TrainConfig) -> dict:
             metrics=["accuracy"],
         )
     stopper = MacroF1EarlyStopping(eval_data["val"], arrays["val"][1], len(names), config.patience, config.epochs)
-    log(
+    log.info(
         f"training {architecture_name(config.architecture)} at {config.image_size}px: {len(train_x)} images, "
         f"{steps} steps/epoch, up to {config.epochs} epochs, class weights {np.round(weights, 3).tolist()}"
     )
@@ -269,120 +217,43 @@ def train(config: TrainConfig) -> dict:
         result["predicted_class_counts"] = np.bincount(calibrated[split].argmax(1), minlength=len(names)).tolist()
         results[split] = result
     test = results["test"]
-    log(
+    log.info(
         f"test: accuracy {test['accuracy']:.4f}  macro-F1 {test['macro']['f1']:.4f}  "
         f"ROC-AUC {test['roc_auc_ovr_macro']}  screening {test['screening']}  "
         f"ECE {test['calibration']['ece_before']:.4f} -> {test['calibration']['ece_after']:.4f} (T={temperature:.3f})"
     )
     ood = calibrate_ood({s: x for s, (x, _) in arrays.items()})  # the images already in memory
-    log(
+    log.info(
         f"out-of-distribution check: threshold {ood['threshold']:.2f}; refers {ood['val_referred_rate']:.1%} of val, "
         f"{ood['test_referred_rate']:.1%} of test"
     )
     evaluation = Evaluation(results, temperature, threshold, ood)
-    return _write_run(config, data, model, stopper, evaluation, fit_seconds, time.perf_counter() - started)
-
-
-@dataclass
-class Evaluation:
-    results: dict  # "val"/"test" -> metrics
-    temperature: float
-    threshold: float
-    ood: dict
+    fit = FitResult(stopper.history, stopper.best_epoch, fit_seconds)
+    return _write_run(config, data, model, fit, evaluation, time.perf_counter() - started)
 
 
 def _write_run(
     config: TrainConfig,
     data: PreparedData,
     model: keras.Model,
-    stopper: MacroF1EarlyStopping,
+    fit: FitResult,
     evaluation: Evaluation,
-    fit_seconds: float,
     total_seconds: float,
 ) -> dict:
+    """Write the run folder: the float model, history, figures, metrics and the model card; return the card."""
     out = config.out
-    history, best_epoch, results = stopper.history, stopper.best_epoch, evaluation.results
-    temperature, threshold = evaluation.temperature, evaluation.threshold
     names = [c.name for c in data.classes]
     # Save a fresh copy without optimizer state: smaller, and all the later stages need.
     export = build_model(len(names), config.image_size, config.architecture, config.dropout)
     export.set_weights(model.get_weights())
     export.save(out / KERAS_FILE)
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    plot_curves(history, out / "curves.png")
-    matrix = results["test"]["confusion_matrix"]
+    (out / "history.json").write_text(json.dumps(fit.history, indent=2) + "\n")
+    plot_curves(fit.history, out / "curves.png")
+    matrix = evaluation.results["test"]["confusion_matrix"]
     (out / "confusion_matrix.json").write_text(json.dumps(matrix, indent=2) + "\n")
     plot_confusion_matrix(matrix["matrix"], names, "Float model, test split", out / "confusion_matrix.png")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-    metrics = {
-        "test": results["test"],
-        "val": results["val"],
-        "temperature": temperature,
-        "abstain_threshold": threshold,
-        "ood": {k: evaluation.ood[k] for k in ("threshold", "val_referred_rate", "test_referred_rate")},
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    name = config.name or f"{Path(config.data).name}-mobilenetv3{config.architecture}-{config.image_size}px"
-    card = {
-        "schema_version": SCHEMA_VERSION,
-        "name": name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "intended_use": "Research screening aid for peripheral blood smear images; not a diagnostic device.",
-        "classes": classes_as_dicts(data.classes),
-        "input": {
-            "height": config.image_size,
-            "width": config.image_size,
-            "channels": 3,
-            "color_order": "RGB",
-            "pixel_range": [0, 255],
-            "dtype": "float32",
-        },
-        "preprocessing": {**RESIZE_POLICY, "normalization": "inside the model: x / 127.5 - 1"},
-        "output": {"kind": "logits", "probabilities": "softmax(logits / calibration.temperature)"},
-        "training": {
-            "architecture": architecture_name(config.architecture),
-            "image_size": config.image_size,
-            "epochs_max": config.epochs,
-            "epochs_run": len(history),
-            "best_epoch": best_epoch,
-            "seed": config.seed,
-            "batch_size": config.batch_size,
-            "optimizer": f"AdamW lr {config.learning_rate} cosine decay, {config.warmup_epochs} warm-up epochs, "
-            f"weight decay {config.weight_decay}",
-            "class_weights": "balanced",
-            "augmentation": asdict(config.augmentation) if config.augment else None,
-            "init_weights": str(config.init_weights) if config.init_weights else None,
-            "fit_seconds": round(fit_seconds, 1),
-            "total_seconds": round(total_seconds, 1),
-            "environment": _environment(),
-            "settings": settings,
-            "dataset": {
-                "name": data.dataset_name,
-                "citation": data.citation,
-                "manifest": MANIFEST_FILE,
-                "manifest_sha256": data.manifest_sha256,
-                "split_counts": data.counts,
-            },
-        },
-        "metrics": {
-            "float_test": {
-                k: results["test"][k]
-                for k in ("n", "accuracy", "macro", "roc_auc_ovr_macro", "confusion_matrix", "screening")
-            },
-            "float_val": {k: results["val"][k] for k in ("n", "accuracy", "macro")},
-        },
-        "calibration": {
-            "temperature": temperature,
-            "abstain_threshold": threshold,
-            "abstain_rule": f"refer when the top calibrated probability < threshold; threshold = lowest value at which "
-            f"accepted validation cases reach {config.abstain_target_accuracy:.0%} accuracy, never below 0.5",
-            "fitted_on": "val",
-            "test_ece_before": results["test"]["calibration"]["ece_before"],
-            "test_ece_after": results["test"]["calibration"]["ece_after"],
-            "test_coverage": results["test"]["abstain"]["coverage"],
-        },
-    }
-    card["ood"] = evaluation.ood
-    write_card(card, out / "model_card.json")
-    log(f"wrote run folder {out} ({total_seconds / 60:.1f} min in all)")
+    (out / "metrics.json").write_text(json.dumps(build_metrics(evaluation), indent=2) + "\n")
+    card = build_card(config, data, fit, evaluation, total_seconds)
+    write_card(card, out / CARD_FILE)
+    log.info(f"wrote run folder {out} ({total_seconds / 60:.1f} min in all)")
     return card

@@ -1,0 +1,152 @@
+"""What a training run reports: the model card (``model_card.json``) and ``metrics.json``, as dicts.
+
+``build_card`` fills every section a run knows (classes, input, preprocessing, training settings and
+environment, float-model metrics, calibration, the unfamiliar-image check); the schema is
+``schemas/model_card.schema.json`` (docs/model-card.md). Conversion adds its own sections later.
+Writing the files is ``train.run``'s job.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from smearscope_core.files import MANIFEST_FILE
+from smearscope_core.imaging import RESIZE_POLICY
+from smearscope_core.model_card import SCHEMA_VERSION
+from train.config import TrainConfig
+from train.dataset import PreparedData, classes_as_dicts
+from train.model import architecture_name
+from train.ood_calibration import ood_summary
+
+INTENDED_USE = "Research screening aid for peripheral blood smear images; not a diagnostic device."
+
+
+@dataclass
+class FitResult:
+    """How fitting went: the per-epoch history, the epoch whose weights were kept, the seconds it took."""
+
+    history: list[dict]
+    best_epoch: int
+    seconds: float
+
+
+@dataclass
+class Evaluation:
+    """The float model on the held-out splits, with its calibration and the unfamiliar-image check."""
+
+    results: dict  # "val"/"test" -> metrics
+    temperature: float
+    threshold: float
+    ood: dict
+
+
+def environment() -> dict:
+    """Library versions and the machine the run trained on."""
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def build_metrics(evaluation: Evaluation) -> dict:
+    """``metrics.json``: every test and val figure, the calibration and the unfamiliar-image check's rates."""
+    return {
+        "test": evaluation.results["test"],
+        "val": evaluation.results["val"],
+        "temperature": evaluation.temperature,
+        "abstain_threshold": evaluation.threshold,
+        "ood": ood_summary(evaluation.ood),
+    }
+
+
+def model_name(config: TrainConfig) -> str:
+    """``--name``, or ``<dataset folder>-mobilenetv3<arch>-<size>px``."""
+    return config.name or f"{Path(config.data).name}-mobilenetv3{config.architecture}-{config.image_size}px"
+
+
+def _training_section(config: TrainConfig, data: PreparedData, fit: FitResult, total_seconds: float) -> dict:
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    return {
+        "architecture": architecture_name(config.architecture),
+        "image_size": config.image_size,
+        "epochs_max": config.epochs,
+        "epochs_run": len(fit.history),
+        "best_epoch": fit.best_epoch,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "optimizer": f"AdamW lr {config.learning_rate} cosine decay, {config.warmup_epochs} warm-up epochs, "
+        f"weight decay {config.weight_decay}",
+        "class_weights": "balanced",
+        "augmentation": asdict(config.augmentation) if config.augment else None,
+        "init_weights": str(config.init_weights) if config.init_weights else None,
+        "fit_seconds": round(fit.seconds, 1),
+        "total_seconds": round(total_seconds, 1),
+        "environment": environment(),
+        "settings": settings,
+        "dataset": {
+            "name": data.dataset_name,
+            "citation": data.citation,
+            "manifest": MANIFEST_FILE,
+            "manifest_sha256": data.manifest_sha256,
+            "split_counts": data.counts,
+        },
+    }
+
+
+def _calibration_section(config: TrainConfig, evaluation: Evaluation) -> dict:
+    test = evaluation.results["test"]
+    return {
+        "temperature": evaluation.temperature,
+        "abstain_threshold": evaluation.threshold,
+        "abstain_rule": f"refer when the top calibrated probability < threshold; threshold = lowest value at which "
+        f"accepted validation cases reach {config.abstain_target_accuracy:.0%} accuracy, never below 0.5",
+        "fitted_on": "val",
+        "test_ece_before": test["calibration"]["ece_before"],
+        "test_ece_after": test["calibration"]["ece_after"],
+        "test_coverage": test["abstain"]["coverage"],
+    }
+
+
+def build_card(
+    config: TrainConfig, data: PreparedData, fit: FitResult, evaluation: Evaluation, total_seconds: float
+) -> dict:
+    """The run's model card, section by section in the order the file lists them."""
+    results = evaluation.results
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": model_name(config),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "intended_use": INTENDED_USE,
+        "classes": classes_as_dicts(data.classes),
+        "input": {
+            "height": config.image_size,
+            "width": config.image_size,
+            "channels": 3,
+            "color_order": "RGB",
+            "pixel_range": [0, 255],
+            "dtype": "float32",
+        },
+        "preprocessing": {**RESIZE_POLICY, "normalization": "inside the model: x / 127.5 - 1"},
+        "output": {"kind": "logits", "probabilities": "softmax(logits / calibration.temperature)"},
+        "training": _training_section(config, data, fit, total_seconds),
+        "metrics": {
+            "float_test": {
+                k: results["test"][k]
+                for k in ("n", "accuracy", "macro", "roc_auc_ovr_macro", "confusion_matrix", "screening")
+            },
+            "float_val": {k: results["val"][k] for k in ("n", "accuracy", "macro")},
+        },
+        "calibration": _calibration_section(config, evaluation),
+        "ood": evaluation.ood,
+    }

@@ -1,0 +1,83 @@
+"""Every setting of a training run, written once: its default, its help text and its command-line flag.
+
+``TrainConfig`` is what ``train.run.train`` takes. ``python -m train`` makes one option of each field
+whose metadata is ``option(flag, help, ...)`` (``smearscope_core.options.add_options``) and builds the
+config back from the parsed options (``from_options``), so a default or a help string is never written twice. Fields
+without that metadata are settings with no flag (yet). Importing this module does not import
+TensorFlow, so ``python -m train --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smearscope_core.options import option
+from smearscope_core.paths import DEFAULT_DATASET
+from train.dedup import DEFAULT_MAX_DISTANCE
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The random microscopy augmentation of training images (applied by ``train.input_pipeline``)."""
+
+    min_scale: float = 0.8  # crop side as a fraction of the image side, then resized back
+    brightness: float = 0.1  # max delta on [0, 1] pixels
+    contrast: tuple[float, float] = (0.8, 1.2)
+    hue: float = 0.04  # max hue rotation, fraction of the colour circle
+    saturation: tuple[float, float] = (0.7, 1.3)
+    blur_probability: float = 0.25
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    jpeg_probability: float = 0.3
+    jpeg_quality: tuple[int, int] = (40, 95)
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """One training run's settings; ``python -m train --help`` lists those with a flag."""
+
+    data: Path = field(default=DEFAULT_DATASET, metadata=option("--data", "dataset root with one folder per class"))
+    out: Path = field(metadata=option("--out", "run folder to write"))
+    architecture: str = field(
+        default="small", metadata=option("--arch", "MobileNetV3 size", choices=["small", "large"])
+    )
+    image_size: int = field(default=128, metadata=option("--image-size", "square model input side in pixels"))
+    epochs: int = field(default=60, metadata=option("--epochs", "maximum epochs"))
+    patience: int = field(default=15, metadata=option("--patience", "epochs without val macro-F1 gain before stopping"))
+    batch_size: int = field(default=32, metadata=option("--batch-size", "training batch size"))
+    learning_rate: float = field(default=2e-3, metadata=option("--lr", "peak AdamW learning rate"))
+    weight_decay: float = field(default=0.01, metadata=option("--weight-decay", "AdamW weight decay"))
+    warmup_epochs: int = 2  # epochs of warm-up to the peak learning rate, then cosine decay
+    dropout: float = 0.2  # before the classifier layer
+    seed: int = field(default=42, metadata=option("--seed", "seed of the split, the weights and the augmentation"))
+    val_fraction: float = field(
+        default=0.15, metadata=option("--val-fraction", "share of the images held out for validation")
+    )
+    test_fraction: float = field(
+        default=0.15, metadata=option("--test-fraction", "share of the images held out for the test")
+    )
+    near_duplicate_distance: int = field(
+        default=DEFAULT_MAX_DISTANCE,
+        metadata=option("--near-dup-distance", "pHash Hamming distance for near-duplicates (-1: off)"),
+    )
+    classes_file: Path | None = field(
+        default=None, metadata=option("--classes-file", "class metadata JSON (default: DATA/classes.json)")
+    )
+    manifest: Path | None = field(
+        default=None, metadata=option("--manifest", "reuse this split manifest instead of making a new split")
+    )
+    init_weights: Path | None = field(
+        default=None, metadata=option("--init-weights", "local backbone weights file to start from")
+    )
+    strategy: str = field(
+        default="default",
+        metadata=option(
+            "--strategy",
+            "tf.distribute strategy ('mirrored' trains on every local GPU)",
+            choices=["default", "mirrored"],
+        ),
+    )
+    augment: bool = field(default=True, metadata=option("--no-augment", "train without augmentation"))
+    abstain_target_accuracy: float = 0.99  # the abstain threshold is the lowest at which val reaches this accuracy
+    name: str | None = field(default=None, metadata=option("--name", "model name for the card"))
+    augmentation: Augmentation = field(default_factory=Augmentation)
