@@ -1,82 +1,39 @@
-"""Shared fixtures and helpers: small synthetic smear-like datasets made on the fly (no real images committed),
-and the listening-socket checks of the app's server (tests/test_server_security.py, tests/test_streamlit_config.py)."""
+"""Shared pytest fixtures, and only fixtures: the builders and helpers they call are in tests/factories.py.
+
+Small synthetic smear-like datasets made on the fly (no real images committed), tiny int8 bundles for the app,
+a browser for the real-browser tests, and a tiny trained run for convert/.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from smearscope_core.paths import DEFAULT_DATASET
+# Helpers that assert (assert_stops_cleanly, check_in_browser): pytest's assertion messages there too.
+pytest.register_assert_rewrite("tests.factories")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tests.browser import CHROMIUM_FLAGS, find_chromium  # noqa: E402
+from tests.factories import (  # noqa: E402
+    CLASSES,
+    NEVER_UNSURE,
+    OUR_MODEL,
+    make_dataset,
+    smear_like,
+    tiny_int8_model,
+    write_bundle,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = DEFAULT_DATASET
-TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
-
-
-def listening_addresses(port: int) -> list[str]:
-    """Local addresses of the LISTEN sockets on ``port``, from Linux's /proc/net/tcp and tcp6 (hex, as the kernel
-    writes them: 0100007F is 127.0.0.1, 00000000 and 32 zeros are every interface)."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            address, hex_port = fields[1].split(":")
-            if int(hex_port, 16) == port and fields[3] == TCP_LISTEN:
-                found.append(address)
-    return found
-
-
-def other_local_addresses() -> list[str]:
-    """This computer's IPv4 addresses other than loopback (from ``ip``), to try the port on."""
-    try:
-        done = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    addresses = [line.split()[3].split("/")[0] for line in done.stdout.splitlines() if len(line.split()) > 3]
-    return [a for a in addresses if not a.startswith("127.")]
-
-
-# Each synthetic class has its own "cell" colour and size on a pale background.
-CLASS_STYLES = {
-    "Alpha": ((150, 60, 160), 6),
-    "Beta": ((60, 60, 170), 10),
-    "Gamma": ((170, 70, 90), 14),
-}
-
-
-def smear_like(seed: int, colour: tuple[int, int, int], radius: int, size: int = 72) -> Image.Image:
-    """A pale field with uneven staining and a few round 'cells' of the class's colour and size.
-
-    The uneven background makes every image perceptually distinct (plain fields with one blob
-    would hash alike and be grouped as near-duplicates).
-    """
-    rng = np.random.default_rng(seed)
-    coarse = Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
-    image = np.array((235, 215, 225), dtype=np.float64) + (np.asarray(coarse, dtype=np.float64) - 128) * 0.5
-    yy, xx = np.mgrid[:size, :size]
-    for _ in range(rng.integers(2, 5)):
-        cy, cx = rng.integers(radius // 2, size - radius // 2, size=2)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = colour
-    image += rng.normal(0, 10, image.shape)
-    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
-
-
-def make_dataset(root: Path, per_class: int = 20, size: int = 72, seed: int = 0) -> Path:
-    for index, (name, (colour, radius)) in enumerate(CLASS_STYLES.items()):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            smear_like(seed * 10_000 + index * 1000 + i, colour, radius, size).save(folder / f"{name}-{i:03d}.png")
-    return root
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture
@@ -119,6 +76,50 @@ def production_streamlit_settings():
 
     with patch_config_options({k: v for k, v in settings(8501).items() if k != "global.developmentMode"}):
         yield
+
+
+# ---------------------------------------------------------------- the app (tests/test_edge_*.py, reliability tests)
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """An untrained three-class int8 model at 48 px (tests/factories.py CLASSES, SIZE), built once per module."""
+    return tiny_int8_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder of two tiny bundles: a decoy listed first, and ours (OUR_MODEL), whose logits favour Pre-B ALL.
+
+    As tiny_tflite, with the output bias set so the page shows a malignant class that is not the first one, at a
+    confidence other than 1/number of classes. Built once per session: tests/test_browser_e2e.py and the desktop
+    executable's test (tests/test_desktop_build.py) share it.
+    """
+    work = tmp_path_factory.mktemp("e2e-model")
+    folder = work / "models"
+    tflite = tiny_int8_model(work, logit_bias=(0.0, 1.5, 0.0))
+    decoy = [{**c, "display_name": f"Decoy {c['id']}"} for c in CLASSES]
+    write_bundle(folder / "a-decoy", tflite, {"name": "e2e-decoy", "classes": decoy, "calibration": NEVER_UNSURE})
+    write_bundle(folder / OUR_MODEL, tflite, {"name": "e2e-tiny-model", "calibration": NEVER_UNSURE})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium driven by Playwright, headless and offline (never a downloaded browser); skips where
+    Playwright or chromium is missing."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed (pip install -r requirements-dev.txt)"
+    )
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium (/usr/bin/chromium or on PATH): apt-get install chromium (.ci/run does)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 # ---------------------------------------------------------------- convert/ (tests/test_convert_*.py)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edge_app.records import History, now
 from edge_app.screening import Screener
-from tests.conftest import smear_like
+from tests.factories import smear_like
 
 
 class StallingConnection(sqlite3.Connection):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import markdown_table, targets
-from tests.conftest import PROJECT_ROOT, REAL_DATA
+from tests.factories import PROJECT_ROOT, REAL_DATA
 
 
 @pytest.mark.slow

@@ -11,8 +11,7 @@ from convert.__main__ import main
 from convert.gate import Thresholds, evaluate
 from smearscope_core.errors import ExitCode
 from smearscope_core.manifest import ManifestRow, read_manifest, write_manifest
-from tests.factories import crafted_drift, run_convert
-from tests.test_model_card import valid_card
+from tests.factories import crafted_drift, run_convert, valid_card
 
 
 def crafted_run(folder: Path) -> Path:

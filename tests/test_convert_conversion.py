@@ -16,8 +16,7 @@ import pytest
 from smearscope_core.errors import ExitCode
 from smearscope_core.manifest import read_manifest
 from smearscope_core.model_card import read_card
-from tests.conftest import REAL_DATA
-from tests.factories import DEFAULT_RUN, run_convert
+from tests.factories import DEFAULT_RUN, REAL_DATA, run_convert
 
 LENIENT = ["--min-agreement", "0", "--max-accuracy-drop", "100", "--max-recall-drop", "100"]
 

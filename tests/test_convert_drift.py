@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from convert.gate import Thresholds, evaluate
-from tests.conftest import PROJECT_ROOT, REAL_DATA
-from tests.factories import DEFAULT_RUN
+from tests.factories import DEFAULT_RUN, PROJECT_ROOT, REAL_DATA
 
 DEFAULT_BUNDLE = PROJECT_ROOT / "edge_app" / "models" / "default"
 

@@ -4,8 +4,8 @@ Needs $SMEARSCOPE_BUILD_PYTHON (the build environment's Python: `make test` sets
 .venv-build/bin/python, made from requirements-edge.txt + requirements-build.txt); skips without it.
 The build (about 40 s here) goes to a temporary folder. Checked: `--selftest` and `--version`, no
 training side in the bundle, the size target, the page in a real browser (the same flow as
-tests/test_browser_e2e.py) with a site's own bundles (`--models`) and with the bundled default model,
-and a clean stop on Ctrl+C, SIGTERM and a closed terminal window.
+tests/test_browser_e2e.py: check_in_browser in tests/factories.py) with a site's own bundles (`--models`)
+and with the bundled default model, and a clean stop on Ctrl+C, SIGTERM and a closed terminal window.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.browser import log_tail, streamlit_app
-from tests.conftest import PROJECT_ROOT
-from tests.test_browser_e2e import CHROMIUM, OUR_MODEL, browser, check_in_browser, save_artifact, tiny_models
-from tests.test_launcher import assert_stops_cleanly
+from tests.browser import find_chromium, log_tail, streamlit_app
+from tests.factories import OUR_MODEL, PROJECT_ROOT, assert_stops_cleanly, check_in_browser, save_artifact
 
 BUILD_PYTHON = os.environ.get("SMEARSCOPE_BUILD_PYTHON")
 pytestmark = [
@@ -33,12 +31,11 @@ pytestmark = [
         reason="SMEARSCOPE_BUILD_PYTHON is not set (make test sets it to .venv-build/bin/python; see make build)",
     ),
 ]
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (/usr/bin/chromium or on PATH)")
+needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium (/usr/bin/chromium or on PATH)")
 MAX_UNPACKED_MB = 150
 # Left out of the bundle on purpose (build/smearscope.spec); the browser tests below prove the page works without.
 EXCLUDED = {"pyarrow", "pandas", "pydeck", "altair", "narwhals", "tkinter", "_tkinter"}
 TRAINING_SIDE = {"tensorflow", "keras", "tf_keras", "tensorboard", "train", "convert"}
-__all__ = ["browser"]  # a fixture, imported for the browser tests
 
 
 class Desktop(NamedTuple):
@@ -104,18 +101,13 @@ def test_contents_and_size(desktop: Desktop) -> None:
         assert "smearscope/smearscope" in tar.getnames() or "smearscope/smearscope.exe" in tar.getnames()
 
 
-@pytest.fixture
-def site_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_models(tmp_path_factory)
-
-
 @needs_chromium
-def test_browser_with_a_sites_own_models(desktop: Desktop, site_models: Path, browser, tmp_path: Path) -> None:
+def test_browser_with_a_sites_own_models(desktop: Desktop, tiny_models: Path, browser, tmp_path: Path) -> None:
     log = tmp_path / "executable.log"
-    args = ["--models", str(site_models)]
+    args = ["--models", str(tiny_models)]
     with streamlit_app(desktop.executable, tmp_path, run_env(tmp_path), log, launcher=[str(desktop.executable)],
                        args=args) as url:  # fmt: skip
-        verdict = check_in_browser(browser, url, log, site_models / OUR_MODEL, tmp_path, choose=OUR_MODEL)
+        verdict = check_in_browser(browser, url, log, tiny_models / OUR_MODEL, tmp_path, choose=OUR_MODEL)
     assert verdict == "Pre-B ALL"
 
 

@@ -6,9 +6,7 @@ refer rules, the occlusion heatmap, exports, history, and the Streamlit page dri
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import io
 import json
 import os
 import sqlite3
@@ -24,48 +22,8 @@ from edge_app.fhir import fhir_bundle
 from edge_app.records import CSV_FIELDS, History, case_report_html, csv_row, results_csv
 from edge_app.screening import NO_OOD_CALIBRATION, Screener
 from smearscope_core.calibration import softmax
-from smearscope_core.imaging import ImageError, model_pixels
-from smearscope_core.ood import fit_ood, image_features
-from tests.conftest import PROJECT_ROOT, smear_like
-from tests.test_model_card import valid_card
-
-SIZE = 48
-CLASSES = [
-    {"id": 0, "name": "Benign", "display_name": "Benign", "malignant": False, "severity": 0, "description": "ok"},
-    {"id": 1, "name": "Pre", "display_name": "Pre-B ALL", "malignant": True, "severity": 2, "description": "b"},
-    {"id": 2, "name": "Pro", "display_name": "Pro-B ALL", "malignant": True, "severity": 3, "description": "c"},
-]
-
-
-def smears(start: int, count: int) -> list[Image.Image]:
-    return [smear_like(start + i, (150 - i % 40, 60, 160), 5 + i % 5, 96) for i in range(count)]
-
-
-@pytest.fixture(scope="module")
-def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    from convert.quantize import convert_int8, export_saved_model
-    from train.model import build_model
-
-    folder = tmp_path_factory.mktemp("tiny")
-    model = build_model(len(CLASSES), SIZE)
-    saved = export_saved_model(model, SIZE, folder / "saved")
-    images = np.stack([model_pixels(im, SIZE) for im in smears(0, 16)])
-    return convert_int8(saved, images)
-
-
-def write_bundle(folder: Path, tflite: bytes, card_changes: dict | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.tflite").write_bytes(tflite)
-    card = valid_card()
-    card["classes"] = copy.deepcopy(CLASSES)
-    card["input"] |= {"height": SIZE, "width": SIZE}
-    card["tflite"] = {"sha256": hashlib.sha256(tflite).hexdigest()}
-    train = np.array([image_features(model_pixels(im, SIZE)) for im in smears(100, 80)])
-    val = np.array([image_features(model_pixels(im, SIZE)) for im in smears(500, 40)])
-    card["ood"] = fit_ood(train, val)
-    card |= card_changes or {}
-    (folder / "model_card.json").write_text(json.dumps(card))
-    return folder
+from smearscope_core.imaging import ImageError
+from tests.factories import CLASSES, PROJECT_ROOT, SIZE, io_png, smears, write_bundle
 
 
 @pytest.fixture
@@ -255,12 +213,6 @@ def test_page_screens_uploads_headless(bundle_dir: Path, tmp_path: Path, monkeyp
     assert not app.exception
     assert any("Review saved" in m.value for m in app.success)
     assert any("| a.png |" in m.value for m in app.markdown)
-
-
-def io_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_edge_environment_runs_without_tensorflow(bundle_dir: Path) -> None:

@@ -19,10 +19,7 @@ import pytest
 
 from edge_app.bundle import BundleError, list_bundles, load_bundle
 from edge_app.screening import Screener
-from tests.conftest import PROJECT_ROOT
-from tests.test_edge_core import io_png, smears, tiny_tflite, write_bundle
-
-__all__ = ["tiny_tflite"]  # a fixture, used by name
+from tests.factories import PROJECT_ROOT, io_png, smears, write_bundle
 
 
 def tamper_model(folder: Path) -> None:

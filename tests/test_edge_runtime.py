@@ -10,7 +10,7 @@ import types
 import pytest
 
 from edge_app import runtime
-from tests.conftest import PROJECT_ROOT
+from tests.factories import PROJECT_ROOT
 
 
 def _fake_import(available: set[str]):

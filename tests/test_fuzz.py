@@ -39,10 +39,7 @@ from PIL import Image
 
 from smearscope_core.imaging import ImageError, model_pixels, open_image
 from tests.badfiles import MAX_PIXELS, BadFile, named
-from tests.conftest import PROJECT_ROOT
-from tests.test_edge_core import io_png, smears, tiny_tflite, write_bundle
-
-__all__ = ["tiny_tflite"]  # a fixture, used by name
+from tests.factories import PROJECT_ROOT, io_png, smears, write_bundle
 
 PROFILE = os.environ.get("SMEARSCOPE_FUZZ", "quick")
 # files through the core, and upload batches (each 1-5 bad files plus 2 good ones) through the page

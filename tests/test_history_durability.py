@@ -28,10 +28,7 @@ import pytest
 
 from edge_app.records import History, now
 from edge_app.screening import Screener
-from tests.conftest import PROJECT_ROOT
-from tests.test_edge_core import io_png, smears, tiny_tflite, write_bundle
-
-__all__ = ["tiny_tflite"]  # a fixture, used by name
+from tests.factories import PROJECT_ROOT, io_png, smears, write_bundle
 
 KILL_ROUNDS = (3, 11, 26, 40)  # results reported before each free-running kill
 FIELDS = ("source", "image_sha256", "verdict", "class", "confidence", "p_malignant", "severity", "model_sha256")

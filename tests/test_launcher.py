@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,8 +19,7 @@ import pytest
 
 from edge_app import launcher
 from smearscope_core.errors import ExitCode
-from tests.browser import log_tail, stop, wait_until_healthy
-from tests.conftest import PROJECT_ROOT
+from tests.factories import PROJECT_ROOT, assert_stops_cleanly
 
 
 def test_production_settings() -> None:
@@ -170,26 +168,6 @@ def test_browser_opens_once_the_page_answers(monkeypatch: pytest.MonkeyPatch) ->
     finally:
         server.shutdown()
     assert opened == [url]
-
-
-def assert_stops_cleanly(command: list[str], signal_name: str, tmp_path: Path, cwd: Path, env: dict[str, str]) -> None:
-    """Start ``command --port FREE --no-browser`` (data folder in tmp), send the signal: exit 0 within
-    seconds, no traceback, port given back, the stop written to the log file in the data folder."""
-    port = launcher.free_port()
-    log = tmp_path / "app.log"
-    env = env | {"SMEARSCOPE_DATA": str(tmp_path / "data")}
-    with open(log, "wb") as output:
-        process = subprocess.Popen([*command, "--port", str(port), "--no-browser"], cwd=cwd, env=env,
-                                   stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process, log, timeout=60)
-        process.send_signal(getattr(signal, signal_name))
-        assert process.wait(timeout=15) == 0, log_tail(log)
-    finally:
-        stop(process)
-    assert launcher.port_is_free(port)
-    assert "SmearScope stopped" in (tmp_path / "data" / "logs" / "smearscope.log").read_text()
-    assert "Traceback" not in log_tail(log, 100_000)
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])

@@ -17,7 +17,7 @@ import pytest
 
 from bench.sessions import DEFAULT_BUNDLE, concurrent_sessions, confident_uploads, summary
 from tests.browser import find_chromium, streamlit_app
-from tests.conftest import PROJECT_ROOT, REAL_DATA
+from tests.factories import PROJECT_ROOT, REAL_DATA
 
 pytest.importorskip("playwright.async_api", reason="Playwright is not installed (pip install -r requirements-dev.txt)")
 CHROMIUM = find_chromium()

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import find_chromium
-from tests.conftest import PROJECT_ROOT
+from tests.factories import PROJECT_ROOT
 
 STRACE = shutil.which("strace")
 TRACED_CALLS = "trace=connect,sendto,sendmsg"

@@ -15,7 +15,7 @@ import pytest
 from smearscope_core.files import sha256_of
 from smearscope_core.manifest import check_no_group_leak, read_manifest
 from smearscope_core.model_card import read_card
-from tests.conftest import PROJECT_ROOT, REAL_DATA
+from tests.factories import PROJECT_ROOT, REAL_DATA
 from train.dataset import scan_dataset
 from train.dedup import group_duplicates, perceptual_hashes
 from train.split import make_split

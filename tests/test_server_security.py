@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.browser import streamlit_app
-from tests.conftest import PROJECT_ROOT, listening_addresses, other_local_addresses
+from tests.factories import PROJECT_ROOT, listening_addresses, other_local_addresses
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/net socket tables")
 

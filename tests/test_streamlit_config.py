@@ -28,7 +28,7 @@ import pytest
 from edge_app import launcher
 from edge_app.settings import HOST, is_loopback, server_refusal
 from tests.browser import log_tail, stop, wait_until_healthy
-from tests.conftest import PROJECT_ROOT, listening_addresses, other_local_addresses
+from tests.factories import PROJECT_ROOT, listening_addresses, other_local_addresses
 
 APP = PROJECT_ROOT / "edge_app" / "app.py"
 CONFIG = PROJECT_ROOT / "edge_app" / ".streamlit" / "config.toml"

@@ -17,10 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import CHROMIUM_FLAGS, find_chromium, streamlit_app
-from tests.conftest import PROJECT_ROOT
-from tests.test_edge_core import io_png, smears, tiny_tflite, write_bundle
-
-__all__ = ["tiny_tflite"]  # a fixture, used by name
+from tests.factories import PROJECT_ROOT, io_png, smears, write_bundle
 
 LIMIT_BYTES = 50 * 1024 * 1024
 TOO_LARGE = "huge.jpg is larger than 50 MB and was skipped."

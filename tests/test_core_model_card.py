@@ -9,57 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from smearscope_core.model_card import SCHEMA_VERSION, ModelCardError, read_card, validate_card, write_card
-
-
-def valid_card() -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": "test-model",
-        "created": "2026-11-24T10:00:00+00:00",
-        "classes": [
-            {"id": 0, "name": "Benign", "display_name": "Benign", "malignant": False, "severity": 0, "description": ""},
-            {"id": 1, "name": "Pro", "display_name": "Pro-B ALL", "malignant": True, "severity": 3, "description": "x"},
-        ],
-        "input": {
-            "height": 128,
-            "width": 128,
-            "channels": 3,
-            "color_order": "RGB",
-            "pixel_range": [0, 255],
-            "dtype": "float32",
-        },
-        "preprocessing": {
-            "crop": "center_square",
-            "interpolation": "bilinear",
-            "antialias": True,
-            "exif_transpose": True,
-            "normalization": "inside the model",
-        },
-        "output": {"kind": "logits", "probabilities": "softmax(logits / T)"},
-        "training": {
-            "architecture": "MobileNetV3Small",
-            "image_size": 128,
-            "epochs_run": 3,
-            "seed": 1,
-            "dataset": {
-                "name": "d",
-                "citation": ["c"],
-                "manifest_sha256": "a" * 64,
-                "split_counts": {"train": {"Benign": 3}, "val": {"Benign": 1}, "test": {"Benign": 1}},
-            },
-        },
-        "metrics": {
-            "float_test": {
-                "n": 5,
-                "accuracy": 0.8,
-                "macro": {"precision": 1, "recall": 1, "f1": 1},
-                "confusion_matrix": {},
-            }
-        },
-        "calibration": {"temperature": 1.3, "abstain_threshold": 0.6, "fitted_on": "val"},
-        "added_by_a_later_stage": {"anything": True},
-    }
+from smearscope_core.model_card import ModelCardError, read_card, validate_card, write_card
+from tests.factories import valid_card
 
 
 def test_round_trip(tmp_path: Path) -> None:

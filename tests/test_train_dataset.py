@@ -13,7 +13,7 @@ from PIL import Image
 
 from smearscope_core.errors import DatasetError
 from smearscope_core.imaging import load_rgb, resize_for_model
-from tests.conftest import PROJECT_ROOT, make_dataset, smear_like
+from tests.factories import PROJECT_ROOT, make_dataset, smear_like
 from train.dataset import scan_dataset
 
 

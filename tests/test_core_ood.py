@@ -19,7 +19,7 @@ from smearscope_core.imaging import load_rgb, model_pixels
 from smearscope_core.manifest import read_manifest
 from smearscope_core.model_card import read_card
 from smearscope_core.ood import FEATURE_NAMES, OodDetector, fit_ood, image_features
-from tests.conftest import PROJECT_ROOT, REAL_DATA, smear_like
+from tests.factories import PROJECT_ROOT, REAL_DATA, smear_like
 
 SIZE = 64
 

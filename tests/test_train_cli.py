@@ -13,7 +13,7 @@ import pytest
 
 from smearscope_core.manifest import read_manifest
 from smearscope_core.model_card import read_card
-from tests.conftest import PROJECT_ROOT
+from tests.factories import PROJECT_ROOT
 
 RUN_FILES = {
     "model.keras",

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from smearscope_core.imaging import ImageError, model_pixels, open_image
-from tests.conftest import smear_like
+from tests.factories import smear_like
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:

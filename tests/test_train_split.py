@@ -10,7 +10,7 @@ import pytest
 
 from smearscope_core.errors import DatasetError
 from smearscope_core.manifest import check_no_group_leak, read_manifest, split_counts, write_manifest
-from tests.conftest import make_dataset
+from tests.factories import make_dataset
 from train.dataset import scan_dataset
 from train.dedup import group_duplicates, perceptual_hashes
 from train.split import make_split

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from smearscope_core.manifest import ManifestRow, load_images
-from tests.conftest import make_dataset
+from tests.factories import make_dataset
 from train import input_pipeline
 from train.config import Augmentation
 from train.dataset import scan_dataset
