@@ -64,12 +64,11 @@ def _float_tflite_for(bundle: Path, run: Path, size: int) -> Path | None:
         return path
     if importlib.util.find_spec("tensorflow") is None or not (run / "model.keras").is_file():
         return None
-    import keras
-
     from convert.quantize import convert_float, export_saved_model
+    from train.model import load_float_model
 
     with tempfile.TemporaryDirectory() as folder:
-        saved = export_saved_model(keras.saving.load_model(run / "model.keras"), size, Path(folder) / "sm")
+        saved = export_saved_model(load_float_model(run / "model.keras"), size, Path(folder) / "sm")
         path = Path(tempfile.gettempdir()) / "smearscope-bench-float32.tflite"
         path.write_bytes(convert_float(saved))
     return path
@@ -84,9 +83,9 @@ def _needs_tensorflow(context: Context) -> str | None:
 
 
 def _keras_predict(context: Context, threads: int) -> Predict:
-    import keras
+    from train.model import load_float_model
 
-    model = keras.saving.load_model(context.run / "model.keras")
+    model = load_float_model(context.run / "model.keras")
     return lambda pixels: np.asarray(model(pixels[None].astype("float32"), training=False))[0]
 
 

@@ -5,7 +5,9 @@ the images, the models, the candidates, the card and the report) the way a step-
 and each step is a method that reads what the earlier ones left on ``self``. Progress goes to stdout
 through the shared console style (``smearscope_core.console``), one line per step with the elapsed
 time; the per-step seconds are kept for the report. The outcome is an ``Outcome``; the CLI turns it
-into an exit status.
+into an exit status. A run whose card has a colour target (``shortcuts.colour_target``) also gets both
+models' colour-robust figures (``colour_robust``): in the drift report and as the bundle card's
+``shortcuts.colour_robust.int8_test``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from convert.bundle import (
     write_bundle,
 )
 from convert.config import ConvertConfig
-from convert.drift import ModelOutputs, compare, keras_logits, outputs, per_image, tflite_logits
+from convert.drift import (
+    ModelOutputs,
+    colour_robust_drift,
+    colour_target,
+    compare,
+    keras_logits,
+    outputs,
+    per_image,
+    tflite_logits,
+)
 from convert.gate import GateResult, evaluate
 from convert.inputs import RunFolder, check_images, class_counts, read_run, stratified_sample
 from convert.inspect_ops import ModelInspection, inspect_model, integer_only_problem
@@ -179,6 +190,7 @@ class Conversion:
                     )
                 if config.float_layers > 0:
                     self.apply_remedy()
+        self.colour_robust()
         gate = self.chosen.gate
         self.log(gate.sentence)
         self.timings = {**self.timer.timings, "total_seconds": self.timer.total()}
@@ -223,12 +235,11 @@ class Conversion:
         """The float Keras model, checked against the card, and the model to export."""
         with quiet_native_stderr():  # TensorFlow's oneDNN / absl start-up lines
             import convert.quantize  # noqa: F401 - TensorFlow's import, with its native log hidden
-            from train.model import delegate_friendly_twin
-        import keras
+            from train.model import delegate_friendly_twin, load_float_model
 
         run = self.run_folder
         try:
-            model = keras.saving.load_model(run.model_path, compile=False)
+            model = load_float_model(run.model_path)
         except Exception as error:  # noqa: BLE001 - any load failure means the file is unusable
             raise InputError(f"{run.model_path} cannot be loaded as a Keras model ({type(error).__name__}).") from None
         size, classes = run.image_size, len(run.class_names)
@@ -351,17 +362,41 @@ class Conversion:
         }
         self.chosen = candidate
 
+    def colour_robust(self) -> None:
+        """Both models on the test images with their colour standardised to the card's target, into the chosen
+        candidate's drift (``drift["colour_robust"]``); nothing for a run whose card has no colour target."""
+        run, chosen = self.run_folder, self.chosen
+        if colour_target(run.card) is None:
+            return
+        logits_of = {
+            "float": lambda images: keras_logits(self.model, images),
+            "int8": lambda images: tflite_logits(chosen.content, images, self.config.num_threads, "int8 colour-robust"),
+        }
+        robust = chosen.drift["colour_robust"] = colour_robust_drift(
+            run, self.test_images, self.labels, logits_of, chosen.drift
+        )
+        self.timer.mark("colour_robust")
+        int8, float_, as_is = robust["int8"], robust["float"], robust["as_is"]["int8"]
+        self.log(
+            f"colour-robust (test images with each image's colour standardised to the training average): int8 "
+            f"accuracy {int8['accuracy']:.4f} (as is {as_is['accuracy']:.4f}), macro-F1 {int8['macro_f1']:.4f} "
+            f"(as is {as_is['macro_f1']:.4f}); float {float_['accuracy']:.4f} / {float_['macro_f1']:.4f}"
+        )
+
     def write_float_reference(self) -> None:
         """The float32 .tflite, for comparison only: beside the bundle (or at --float-out), never in it."""
         self.float_path.parent.mkdir(parents=True, exist_ok=True)
         self.float_path.write_bytes(self.float_content)
 
     def build_card(self) -> dict:
-        """The training card plus ``metrics.int8_test``, ``tflite`` and ``drift`` (documented in docs/model-card.md)."""
+        """The training card plus ``metrics.int8_test``, ``tflite``, ``drift`` and, for a run with a colour target,
+        ``shortcuts.colour_robust.int8_test`` (documented in docs/model-card.md)."""
         run, chosen, config, versions = self.run_folder, self.chosen, self.config, self.versions
         card = copy.deepcopy(run.card)
         drift = chosen.drift
         card["metrics"]["int8_test"] = {key: drift["int8_metrics"][key] for key in CARD_METRIC_KEYS}
+        if "colour_robust" in drift:  # the run's card has shortcuts (training writes them)
+            card["shortcuts"]["colour_robust"]["int8_test"] = drift["colour_robust"]["int8"]
         inspection = chosen.inspection
         card["tflite"] = {
             "file": TFLITE_FILE if chosen.gate.passed else REJECTED_MODEL_FILE,

@@ -14,6 +14,7 @@ import-linter, see ``[tool.importlinter]`` in pyproject.toml).
 | ``manifest`` | the split manifest: row type, read, write, counts, leak check, loading its images |
 | ``calibration`` | softmax with temperature and the abstain ("refer") rule |
 | ``ood`` | the image statistics of the unfamiliar-image check, the check itself and its fitting |
+| ``colour`` | per-image colour standardisation: the colour-robust figures of training, conversion and the benchmark |
 | ``console`` | one style for the command lines: ``[elapsed] message`` log lines and progress bars (tqdm) |
 | ``options`` | command-line options made from a config dataclass's fields (one default, flag and help each) |
 """

@@ -92,6 +92,11 @@ def test_two_epoch_run_writes_a_complete_run_folder(dataset_with_problems: Path,
         "abstain",
     }
     assert metrics["temperature"] > 0
+    # the shortcut baselines and the colour-robust figures, in the card (schema-checked above) and metrics.json
+    shortcuts = card["shortcuts"]
+    assert set(shortcuts["baselines"]) == {"colour", "corners", "file", "majority_class"}
+    assert shortcuts["colour_robust"]["test"]["n"] == test["n"] and metrics["shortcuts"] == shortcuts
+    assert len(shortcuts["colour_target"]["mean"]) == 3
 
     # the saved model takes raw pixels and gives one logit per class
     model = keras.saving.load_model(out / "model.keras")

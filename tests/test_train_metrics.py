@@ -88,3 +88,11 @@ def test_abstain_threshold_reaches_target_on_accepted_cases() -> None:
     assert result["referred"] == 3
     # a perfect model is never asked to refer above the floor
     assert choose_abstain_threshold(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]])) == 0.5
+
+
+def test_two_class_dataset_gets_a_roc_auc() -> None:
+    """A binary dataset (any folder-per-class set with two folders) must not crash the metrics."""
+    y_true = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    result = classification_metrics(y_true, probs, ["benign", "blast"], [False, True])
+    assert result["roc_auc_ovr_macro"] == 1.0 and result["accuracy"] == 1.0

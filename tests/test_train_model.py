@@ -11,9 +11,9 @@ import pytest
 from smearscope_core.manifest import ManifestRow, load_images
 from tests.factories import make_dataset
 from train import input_pipeline
-from train.config import Augmentation
+from train.config import AUGMENTATIONS
 from train.dataset import scan_dataset
-from train.model import BN_MOMENTUM, build_model, set_batchnorm_momentum
+from train.model import BN_MOMENTUM, ColourStandardisation, build_model, set_batchnorm_momentum
 
 
 @pytest.mark.parametrize("architecture", ["small", "large"])
@@ -48,12 +48,25 @@ def test_unknown_architecture_and_missing_weights_are_refused(tmp_path: Path) ->
         build_model(2, 64, init_weights=tmp_path / "none.weights.h5")
 
 
-def test_augmentation_keeps_shape_and_range() -> None:
+@pytest.mark.parametrize("preset", list(AUGMENTATIONS))
+def test_augmentation_keeps_shape_and_range(preset: str) -> None:
     image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    out = np.asarray(input_pipeline.augment_image(image, Augmentation()))
+    out = np.asarray(input_pipeline.augment_image(image, AUGMENTATIONS[preset]))
     assert out.shape == (64, 64, 3) and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 255.0
     assert not np.allclose(out, image)  # something changed
+
+
+def test_colour_standardisation_layer_removes_a_colour_cast() -> None:
+    """Two copies of an image that differ only by a per-channel gain and offset look the same to the network."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(40, 200, (1, 32, 32, 3)).astype("float32")
+    cast = image * np.array([1.1, 0.9, 1.05], "float32") + np.array([10, -5, 20], "float32")
+    layer = ColourStandardisation()
+    assert np.allclose(np.asarray(layer(image)), np.asarray(layer(cast)), atol=0.1)
+    model = build_model(3, 32, colour_standardise=True, xnnpack_hard_swish=True)
+    assert model.get_layer("colour_standardisation") is not None
+    assert np.allclose(model(image, training=False), model(cast, training=False), atol=1e-3)
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Command line: ``python -m train --data DATASET --out RUN_FOLDER [options]``.
 
 The options are ``TrainConfig``'s fields (``train/config.py``: each default and help written there
-once), plus two that choose what to run: ``--scan-only`` and ``--calibrate-ood-only``.
+once), plus three that choose what to run: ``--scan-only``, ``--calibrate-ood-only`` and ``--shortcuts-only``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="refresh the out-of-distribution calibration (card section 'ood') of the existing run folder --out",
     )
+    parser.add_argument(
+        "--shortcuts-only",
+        action="store_true",
+        help="refresh the shortcut baselines, colour-robust and simulated-microscope figures (card section "
+        "'shortcuts') of the existing run folder --out",
+    )
     return parser.parse_args(argv)
 
 
@@ -48,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"ood threshold {ood['threshold']:.2f}: refers {ood['val_referred_rate']:.1%} of val, "
                 f"{ood['test_referred_rate']:.1%} of test"
             )
+        elif args.shortcuts_only:
+            from train.shortcuts import refresh_run
+
+            robust = refresh_run(config.out, config.data)["colour_robust"]["test"]
+            log.info(f"colour-robust test: accuracy {robust['accuracy']:.4f}, macro-F1 {robust['macro_f1']:.4f}")
         elif args.scan_only:
             prepare_data(config)
         else:

@@ -25,7 +25,16 @@ from train.dataset import PreparedData, classes_as_dicts
 from train.model import architecture_name
 from train.ood_calibration import ood_summary
 
-INTENDED_USE = "Research screening aid for peripheral blood smear images; not a diagnostic device."
+INTENDED_USE = (
+    "Research screening aid for peripheral blood smear images; not a diagnostic device. The malignant-vs-benign "
+    "call is the screening result; the B-ALL subtype (Early Pre-B, Pre-B, Pro-B) is an immunophenotypic category "
+    "and only a research suggestion, to be confirmed by flow cytometry."
+)
+NORMALIZATION = {
+    False: "inside the model: x / 127.5 - 1",
+    True: "inside the model: each image's per-channel mean and spread standardised "
+    "((x - mean) / sqrt(var + 1) * 42.5 + 127.5), then x / 127.5 - 1",
+}
 
 
 @dataclass
@@ -45,6 +54,7 @@ class Evaluation:
     temperature: float
     threshold: float
     ood: dict
+    shortcuts: dict  # shortcut baselines and colour-robust figures (train.shortcuts)
 
 
 def environment() -> dict:
@@ -67,6 +77,7 @@ def build_metrics(evaluation: Evaluation) -> dict:
         "temperature": evaluation.temperature,
         "abstain_threshold": evaluation.threshold,
         "ood": ood_summary(evaluation.ood),
+        "shortcuts": evaluation.shortcuts,
     }
 
 
@@ -137,7 +148,7 @@ def build_card(
             "pixel_range": [0, 255],
             "dtype": "float32",
         },
-        "preprocessing": {**RESIZE_POLICY, "normalization": "inside the model: x / 127.5 - 1"},
+        "preprocessing": {**RESIZE_POLICY, "normalization": NORMALIZATION[config.colour_standardise]},
         "output": {"kind": "logits", "probabilities": "softmax(logits / calibration.temperature)"},
         "training": _training_section(config, data, fit, total_seconds),
         "metrics": {
@@ -149,4 +160,5 @@ def build_card(
         },
         "calibration": _calibration_section(config, evaluation),
         "ood": evaluation.ood,
+        "shortcuts": evaluation.shortcuts,
     }

@@ -30,6 +30,22 @@ class Augmentation:
     blur_sigma: tuple[float, float] = (0.3, 1.2)
     jpeg_probability: float = 0.3
     jpeg_quality: tuple[int, int] = (40, 95)
+    # stain and camera (0 and 1.0 are off): optical density scaled by 1 +- od_scale and shifted by +- od_shift per
+    # channel (another stain batch or protocol, Tellez et al. 2019), then white balance and gamma
+    od_scale: float = 0.0
+    od_shift: float = 0.0
+    white_balance: float = 0.0  # per-channel gain 1 +- this
+    gamma: tuple[float, float] = (1.0, 1.0)
+
+
+# The augmentation variants a run can choose (--augmentation): one table, recorded in the card by name and value.
+AUGMENTATIONS = {
+    "standard": Augmentation(),
+    "stain": Augmentation(
+        min_scale=0.7, hue=0.06, saturation=(0.6, 1.4), od_scale=0.25, od_shift=0.05, white_balance=0.1,
+        gamma=(0.75, 1.33),
+    ),
+}  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -78,6 +94,27 @@ class TrainConfig:
         ),
     )
     augment: bool = field(default=True, metadata=option("--no-augment", "train without augmentation"))
+    colour_standardise: bool = field(
+        default=False,
+        metadata=option(
+            "--colour-standardise",
+            "first layer removes each image's own colour mean and contrast, so the model cannot learn the "
+            "photo session's colour",
+        ),
+    )
+    xnnpack_hard_swish: bool = field(
+        default=False,
+        metadata=option("--xnnpack-hard-swish", "build hard-swish as (x/6)*relu6(x+3): one XNNPACK partition in int8"),
+    )
     abstain_target_accuracy: float = 0.99  # the abstain threshold is the lowest at which val reaches this accuracy
     name: str | None = field(default=None, metadata=option("--name", "model name for the card"))
-    augmentation: Augmentation = field(default_factory=Augmentation)
+    augmentation_preset: str = field(
+        default="standard",
+        metadata=option(
+            "--augmentation", "augmentation variant (train/config.py AUGMENTATIONS)", choices=list(AUGMENTATIONS)
+        ),
+    )
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return AUGMENTATIONS[self.augmentation_preset]

@@ -39,6 +39,15 @@ def augment_image(image: tf.Tensor, aug: Augmentation) -> tf.Tensor:
     x = tf.image.random_hue(tf.clip_by_value(x, 0.0, 1.0), aug.hue)
     x = tf.image.random_saturation(x, *aug.saturation)
     x = tf.clip_by_value(x, 0.0, 1.0)
+    if aug.od_scale or aug.od_shift:  # another stain: optical density scaled and shifted per channel
+        density = -tf.math.log((x * 255.0 + 1.0) / 256.0)
+        density = density * tf.random.uniform([3], 1.0 - aug.od_scale, 1.0 + aug.od_scale)
+        density += tf.random.uniform([3], -aug.od_shift, aug.od_shift)
+        x = tf.clip_by_value((tf.exp(-tf.maximum(density, 0.0)) * 256.0 - 1.0) / 255.0, 0.0, 1.0)
+    if aug.white_balance:
+        x = tf.clip_by_value(x * tf.random.uniform([3], 1.0 - aug.white_balance, 1.0 + aug.white_balance), 0.0, 1.0)
+    if aug.gamma != (1.0, 1.0):
+        x = x ** tf.random.uniform([], *aug.gamma)
     sigma = tf.random.uniform([], *aug.blur_sigma)
     x = tf.cond(tf.random.uniform([]) < aug.blur_probability, lambda: _gaussian_blur(x, sigma), lambda: x)
     x = tf.cond(

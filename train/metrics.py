@@ -108,11 +108,12 @@ def classification_metrics(
     for index, name in enumerate(class_names):
         binary = (y_true == index).astype(int)
         per_class_auc[name] = float(roc_auc_score(binary, probs[:, index])) if 0 < binary.sum() < len(binary) else None
-    macro_auc = (
-        float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels))
-        if len(present) == len(labels)
-        else None
-    )
+    if len(present) != len(labels):
+        macro_auc = None
+    elif len(labels) == 2:  # scikit-learn takes the positive class's scores for a binary problem
+        macro_auc = float(roc_auc_score(y_true, probs[:, 1]))
+    else:
+        macro_auc = float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels))
     return {
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),

@@ -1,7 +1,10 @@
 """MobileNetV3 classifier that takes raw RGB pixels and returns logits.
 
 Normalization (x / 127.5 - 1) lives inside the model (keras.applications' preprocessing layer),
-so the app and the int8 model feed raw 0-255 RGB and never repeat the math. The output is logits,
+so the app and the int8 model feed raw 0-255 RGB and never repeat the math. With
+``colour_standardise`` a first layer removes each image's own per-channel colour mean and contrast
+(``ColourStandardisation``), so the network cannot learn the photo session's colour and the int8
+model carries the step too. The output is logits,
 not probabilities, so that a temperature fitted on validation data calibrates them
 (softmax(logits / T)) without the loss of precision that re-scaling quantized probabilities has.
 """
@@ -26,6 +29,25 @@ ARCHITECTURES = {
 # as a single constant class in inference mode for the whole of a short CPU run (measured).
 # 0.9 lets them track within a few dozen steps.
 BN_MOMENTUM = 0.9
+COLOUR_LAYER = "colour_standardisation"
+
+
+@keras.saving.register_keras_serializable(package="smearscope")
+class ColourStandardisation(keras.layers.Layer):
+    """Each image's per-channel mean and spread set to one value: the model sees cells, not the session's colour.
+
+    Out: (x - mean) / sqrt(variance + 1) * 42.5 + 127.5 per image and channel, so about +-3 spreads span the
+    0-255 range the backbone's own preprocessing expects. The +1 (in pixel units squared) keeps a blank field
+    from being stretched into noise. Mean, square, rsqrt and mul are all int8 TFLite ops. No weights.
+    """
+
+    SPREAD = 42.5
+
+    def call(self, inputs: keras.KerasTensor) -> keras.KerasTensor:
+        mean = keras.ops.mean(inputs, axis=(1, 2), keepdims=True)
+        centred = inputs - mean
+        variance = keras.ops.mean(keras.ops.square(centred), axis=(1, 2), keepdims=True)
+        return centred * keras.ops.rsqrt(variance + 1.0) * self.SPREAD + 127.5
 
 
 def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
@@ -45,8 +67,18 @@ def build_model(
     dropout: float = 0.2,
     bn_momentum: float = BN_MOMENTUM,
     init_weights: Path | None = None,
+    colour_standardise: bool = False,
+    xnnpack_hard_swish: bool = False,
 ) -> keras.Model:
-    """Input: float32 [batch, image_size, image_size, 3] raw RGB in [0, 255]. Output: logits."""
+    """Input: float32 [batch, image_size, image_size, 3] raw RGB in [0, 255]. Output: logits.
+
+    ``xnnpack_hard_swish`` builds hard-swish as (x / 6) * relu6(x + 3) (see ``_delegate_friendly_hard_swish``),
+    so the float model trained is the one whose int8 form runs as one XNNPACK partition.
+    """
+    if xnnpack_hard_swish:
+        with _delegate_friendly_hard_swish():
+            return build_model(num_classes, image_size, architecture, dropout, bn_momentum, init_weights,
+                               colour_standardise)  # fmt: skip
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}.")
     backbone = ARCHITECTURES[architecture](
@@ -61,7 +93,7 @@ def build_model(
             raise FileNotFoundError(f"The initial weights file {init_weights} does not exist.")
         backbone.load_weights(str(init_weights))
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    features = backbone(inputs)
+    features = backbone(ColourStandardisation(name=COLOUR_LAYER)(inputs) if colour_standardise else inputs)
     features = keras.layers.Dropout(dropout, name="dropout")(features)
     logits = keras.layers.Dense(num_classes, name="logits")(features)
     model = keras.Model(inputs, logits, name=f"mobilenet_v3_{architecture}_{image_size}")
@@ -71,6 +103,15 @@ def build_model(
 
 def architecture_name(architecture: str) -> str:
     return ARCHITECTURES[architecture].__name__
+
+
+def load_float_model(path: Path) -> keras.Model:
+    """A run folder's ``model.keras`` (this module registers the custom layers it may hold)."""
+    return keras.saving.load_model(path, compile=False)
+
+
+def has_colour_standardisation(model: keras.Model) -> bool:
+    return any(layer.name == COLOUR_LAYER for layer in model.layers)
 
 
 @contextmanager
@@ -104,8 +145,8 @@ def delegate_friendly_twin(model: keras.Model, check: np.ndarray | None = None) 
     backbone = next(layer for layer in model.layers if layer.name.startswith("MobileNetV3"))
     architecture = "large" if backbone.name.endswith("Large") else "small"
     dropout = float(model.get_layer("dropout").rate)
-    with _delegate_friendly_hard_swish():
-        twin = build_model(int(model.output_shape[-1]), int(model.input_shape[1]), architecture, dropout)
+    twin = build_model(int(model.output_shape[-1]), int(model.input_shape[1]), architecture, dropout,
+                       colour_standardise=has_colour_standardisation(model), xnnpack_hard_swish=True)  # fmt: skip
     twin.set_weights(model.get_weights())
     if check is not None:
         batch = check.astype("float32")
