@@ -18,8 +18,21 @@ from edge_app.bundle import is_inside
 from edge_app.classify import Result
 from edge_app.explain import overlay
 from edge_app.fhir import fhir_bundle
-from edge_app.records import DISCLAIMER, REVIEW_CHOICES, History, case_report_html
+from edge_app.records import (
+    DISCLAIMER,
+    REVIEW_CHOICES,
+    SUBTYPE_NOTE,
+    History,
+    case_report_html,
+    has_subtypes,
+    subtype_note,
+)
 from edge_app.screening import Screener
+
+NO_SHORTCUT_FIGURES = (
+    "This model's colour-robust figures were not measured (its card has no `shortcuts` section), so how much "
+    "its test figures owe to the colour of the training photos is unknown."
+)
 
 
 @dataclass
@@ -86,6 +99,8 @@ def result_card(screener: Screener, case: Case, history: History) -> None:
             st.markdown(f"{malignancy} &nbsp; {severity_badge(result)}", unsafe_allow_html=True)
             if result.description:
                 st.caption(result.description)
+            if subtype := subtype_note(result):
+                st.caption(subtype)
             probability_bars(result)
             if st.toggle("Show what the model looked at", key=f"heat-{key}"):
                 heatmap = screener.explain(image)
@@ -151,7 +166,10 @@ def model_summary(screener: Screener) -> None:
     int8 = card["metrics"].get("int8_test")
     if int8:
         st.markdown(f"int8 test accuracy {int8['accuracy']:.2%}, macro-F1 {int8['macro']['f1']:.3f}")
+    shortcut_figures(card.get("shortcuts"))
     st.markdown("Classes: " + ", ".join(f"{c['display_name']} (severity {c['severity']})" for c in card["classes"]))
+    if has_subtypes(c["malignant"] for c in card["classes"]):
+        st.caption(SUBTYPE_NOTE)
     citation = card["training"]["dataset"].get("citation", [])
     if citation:
         st.caption("Trained on: " + card["training"]["dataset"]["name"] + ". " + " ".join(citation))
@@ -165,3 +183,53 @@ def model_summary(screener: Screener) -> None:
         st.iframe("data:text/html;base64," + base64.b64encode(report).decode(), height=900)
     with st.expander("Model card (JSON)"):
         st.json(card, expanded=False)
+
+
+def _cell(text: object) -> str:
+    """Card text as one Markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def shortcut_figures(shortcuts: dict | None) -> None:
+    """Beside the test figures: the model on colour-standardised test images and what colour alone predicts.
+
+    The training photos of each class differ in colour, so the headline figures can rest on colour; the card's
+    ``shortcuts`` section (docs/model-card.md) measures how much. A card without it says so in one sentence.
+    """
+    if not shortcuts:
+        st.markdown(NO_SHORTCUT_FIGURES)
+        return
+    robust_sets = shortcuts["colour_robust"]
+    which = "int8_test" if robust_sets.get("int8_test") else "test"
+    robust, model = robust_sets[which], "int8 model" if which == "int8_test" else "float model"
+    baselines = shortcuts["baselines"]
+    colour = baselines.get("colour")
+    headline = (
+        f"Colour-robust test accuracy {robust['accuracy']:.2%}, macro-F1 {robust['macro_f1']:.3f} "
+        f"({model}, {robust['n']} images with each image's colour standardised)"
+    )
+    explained = (
+        f"On the same test images with each image's colour standardised the {model} is right "
+        f"{robust['accuracy']:.0%} of the time: that is closer to what to expect from another microscope."
+    )
+    if colour:
+        headline += f" · colour-only baseline accuracy {colour['accuracy']:.2%}"
+        explained = (
+            f"Colour alone — {colour['features']} — predicts the class {colour['accuracy']:.0%} of the time: "
+            f"the training photos of each class differ in colour. {explained}"
+        )
+    st.markdown(f"{headline}  \n{explained}")
+    rows = "".join(
+        f"| {_cell(name.replace('_', ' '))} | {_cell(b['features'])} | {b['accuracy']:.1%} | "
+        + (f"{b['malignant_vs_benign_accuracy']:.1%}" if "malignant_vs_benign_accuracy" in b else "-")
+        + " |\n"
+        for name, b in baselines.items()
+    )
+    st.caption(
+        "Shortcut baselines on the test split: what each predicts from the numbers named, without looking at a "
+        "cell (fitted on the training split). The nearer a baseline comes to the model's figures, the less those "
+        "figures show that the model reads the cells."
+    )
+    st.markdown(
+        "| baseline | what it sees | test accuracy | malignant-vs-benign accuracy |\n|---|---|---|---|\n" + rows
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 
 from edge_app.classify import Result
-from edge_app.records import DISCLAIMER
+from edge_app.records import DISCLAIMER, subtype_note
 
 CODE_SYSTEM = "urn:smearscope:class"
 _NAMESPACE = uuid.UUID("6f1d2a4e-5c1b-4c7e-9a55-1f0c2b7d9e10")
@@ -36,7 +36,10 @@ def fhir_bundle(result: Result, when: str, review: str = "", note: str = "") -> 
          "valueInteger": int(result.severity)},
         {"code": {"text": "Inconclusive: refer for manual review"}, "valueBoolean": bool(result.inconclusive)},
     ]  # fmt: skip
+    subtype = subtype_note(result)  # "" unless a malignant subtype is named
     notes = [{"text": reason} for reason in result.reasons]
+    if subtype:
+        notes.append({"text": subtype})
     if review or note:
         notes.append({"text": f"Technician review: {review or 'none'}. {note}".strip()})
     observation = {
@@ -71,7 +74,7 @@ def fhir_bundle(result: Result, when: str, review: str = "", note: str = "") -> 
         "code": {"text": "AI-assisted peripheral blood smear screening report"},
         "issued": when,
         "result": [{"reference": f"urn:uuid:{observation_id}", "display": result.verdict}],
-        "conclusion": f"{result.verdict}. {DISCLAIMER}",
+        "conclusion": " ".join(filter(None, (f"{result.verdict}.", subtype, DISCLAIMER))),
     }
     return {
         "resourceType": "Bundle",

@@ -16,7 +16,7 @@ import io
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,24 @@ CSV_FIELDS = (
     "severity", "reasons", "model", "model_sha256", "review", "note",
 )  # fmt: skip
 REVIEW_CHOICES = ("", "confirmed", "overridden: benign", "overridden: malignant", "overridden: not assessable")
+# Early Pre-B, Pre-B and Pro-B are immunophenotypic categories (flow cytometry), not morphological ones: wherever
+# a result names a malignant subtype (screen, report, FHIR, Model tab) this one sentence goes with it.
+SUBTYPE_NOTE = (
+    "The subtype is only a research suggestion, to be confirmed by flow cytometry; "
+    "the screening result is the malignant-vs-benign call."
+)
+
+
+def has_subtypes(malignant: Iterable[bool]) -> bool:
+    """Whether a model's classes (their ``malignant`` flags) split malignancy into subtypes: two or more."""
+    return sum(bool(flag) for flag in malignant) > 1
+
+
+def subtype_note(result: Result) -> str:
+    """``SUBTYPE_NOTE`` where the result names a malignant subtype, else "": never on a benign result, nor on a
+    referred one (a referral is not a diagnosis and names no class)."""
+    named = result.malignant and not result.inconclusive
+    return SUBTYPE_NOTE if named and has_subtypes(p.malignant for p in result.probabilities) else ""
 
 
 def now() -> str:
@@ -84,6 +102,7 @@ def case_report_html(result: Result, image: Image.Image, when: str, model_versio
         for p in result.probabilities
     )
     reasons = "".join(f"<li>{e(r)}</li>" for r in result.reasons)
+    subtype = subtype_note(result)
     verdict_class = "refer" if result.inconclusive else ("malignant" if result.malignant else "benign")
     severity = (
         f"model's estimate of malignancy {result.p_malignant:.1%} (not a finding: refer); severity not assessed"
@@ -110,6 +129,7 @@ td.bar {{ width: 16em; }} td.bar div {{ background: #5c6bc0; height: .9em; }}
 <p>Model's top class: <b>{e(result.display_label)}</b> ({result.confidence:.1%});
 {severity}</p>
 <p>{e(result.description)}</p>
+{"<p class='subtype'>" + e(subtype) + "</p>" if subtype else ""}
 <table>{bars}</table>
 <p>Image: {e(result.source)}<br>Time (UTC): {e(when)}<br>
 Model: {e(result.model_name)} {e(model_version)}<br>Model sha256: <code>{e(result.model_sha256)}</code></p>

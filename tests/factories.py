@@ -452,3 +452,32 @@ def crafted_drift(
             name: {"float": f, "int8": i, "delta_points": (i - f) * 100} for name, (f, i) in recalls.items()
         },
     }
+
+
+# ---------------------------------------------------------------- the card's shortcuts section
+# What train/shortcuts.py writes (schemas/model_card.schema.json `shortcuts`): the Model tab's colour-robust and
+# colour-only figures (tests/test_edge_model_page.py).
+
+
+def shortcuts_section(int8: bool = True) -> dict:
+    """A ``shortcuts`` card section with distinct, recognisable figures: colour-robust test accuracy 0.6125
+    (int8 0.5875), colour-only baseline 0.8375."""
+
+    def robust(accuracy: float) -> dict:
+        return {"n": 80, "accuracy": accuracy, "macro_f1": 0.5432, "sensitivity": 0.7, "specificity": 0.6}
+
+    colour_robust = {"val": robust(0.65), "test": robust(0.6125)} | ({"int8_test": robust(0.5875)} if int8 else {})
+    return {
+        "colour_target": {"mean": [200.0, 170.0, 190.0], "std": [30.0, 35.0, 28.0]},
+        "baselines": {
+            "colour": {"features": "mean and standard deviation of R, G, B of the whole image (6 numbers)",
+                       "accuracy": 0.8375, "macro_f1": 0.81, "malignant_vs_benign_accuracy": 0.9125},
+            "corners": {"features": "mean and standard deviation of R, G, B in each corner (24 numbers)",
+                        "accuracy": 0.7625, "macro_f1": 0.74, "malignant_vs_benign_accuracy": 0.875},
+            "file": {"features": "file size, width, height and format (4 numbers)", "accuracy": 0.4125,
+                     "macro_f1": 0.38, "malignant_vs_benign_accuracy": 0.7},
+            "majority_class": {"features": "none: always the most frequent training class", "accuracy": 0.3375},
+        },
+        "colour_robust": colour_robust,
+        "note": "colour-robust: the same test images with each image's colour standardised",
+    }  # fmt: skip

@@ -19,7 +19,7 @@ from PIL import Image
 
 from edge_app.bundle import BundleError, list_bundles, load_bundle
 from edge_app.fhir import fhir_bundle
-from edge_app.records import CSV_FIELDS, History, case_report_html, csv_row, results_csv
+from edge_app.records import CSV_FIELDS, SUBTYPE_NOTE, History, case_report_html, csv_row, results_csv
 from edge_app.screening import NO_OOD_CALIBRATION, Screener
 from smearscope_core.calibration import softmax
 from smearscope_core.imaging import ImageError
@@ -172,6 +172,29 @@ def test_fhir_export_is_valid_r4_structure(bundle_dir: Path) -> None:
     malignancy = float(values["Probability of malignancy"].valueQuantity.value)
     assert malignancy == pytest.approx(result.p_malignant * 100, abs=0.01)
     assert any("Technician review: confirmed" in n.text for n in observation.note)
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "named"),
+    [
+        ((0.1, 0.8, 0.1), True),  # Pre-B ALL, sure: a malignant subtype is named
+        ((0.8, 0.1, 0.1), False),  # benign: no subtype
+        ((0.2, 0.45, 0.35), False),  # Pre-B ALL on top but unsure: referred, which names no class
+    ],
+)
+def test_subtype_sentence_only_where_a_malignant_subtype_is_named(
+    bundle_dir: Path, probabilities: tuple[float, ...], named: bool
+) -> None:
+    """Subtypes are immunophenotypic (flow cytometry): the report and the FHIR export say so with the result."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    result = Screener(bundle_dir).classifier.result(np.array(probabilities), "case.png")
+    assert (result.malignant and not result.inconclusive) is named
+    assert (SUBTYPE_NOTE in case_report_html(result, smears(900, 1)[0], "t")) is named
+    parsed = Bundle.model_validate(fhir_bundle(result, "2026-11-24T10:00:00+00:00"))
+    report, observation = (e.resource for e in parsed.entry)
+    assert (SUBTYPE_NOTE in report.conclusion) is named
+    assert any(n.text == SUBTYPE_NOTE for n in observation.note or []) is named
 
 
 def test_history_on_a_read_only_folder_only_warns(tmp_path: Path, bundle_dir: Path) -> None:
