@@ -16,7 +16,7 @@ from bench.measure import PROJECT_ROOT, TestImages, app_figures, core_figures, m
 from bench.report import markdown_table, targets
 from bench.variants import VARIANTS, Context, run_variant
 from smearscope_core.console import logger
-from smearscope_core.errors import DatasetError, ExitCode, SmearScopeError
+from smearscope_core.errors import DatasetError, ExitCode, SmearScopeError, report
 from smearscope_core.files import MANIFEST_FILE
 from smearscope_core.model_card import read_card
 from smearscope_core.paths import DEFAULT_DATASET
@@ -54,7 +54,8 @@ def test_images(bundle_card: dict, run: Path, data: Path, limit: int) -> TestIma
         raise DatasetError(f"The images under {data} differ from the manifest's sha256.")
     labels = np.array([names.index(r.class_name) for r in rows])
     size, temperature = int(bundle_card["input"]["height"]), float(bundle_card["calibration"]["temperature"])
-    return TestImages(paths, labels, names, size, temperature)
+    target = (bundle_card.get("shortcuts") or {}).get("colour_target")  # absent for runs trained before it
+    return TestImages(paths, labels, names, size, temperature, target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         benchmark(args, sys.argv[1:] if argv is None else argv)
     except SmearScopeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
     return ExitCode.OK
 
 
@@ -82,6 +82,9 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> None:
         result = run_variant(variant, context)
         if "predicted" in result:
             result |= quality(result.pop("predicted"), images.labels, len(images.class_names))
+        if "predicted_colour_robust" in result:
+            result["colour_robust"] = quality(result.pop("predicted_colour_robust"), images.labels,
+                                              len(images.class_names))  # fmt: skip
         result["description"] = variant.description
         variants[variant.name] = result
     log.info("inference core and app...")
@@ -95,6 +98,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> None:
         "bundle": {"path": str(args.bundle), "name": card["name"], "sha256": card["tflite"]["sha256"]},
         "images": len(images.paths),
         "repeats": args.repeats,
+        "colour_target": images.colour_target,
         "variants": variants,
         "core": core,
         "app": app,

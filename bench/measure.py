@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from smearscope_core.calibration import softmax
+from smearscope_core.colour import standardise_colour
 from smearscope_core.imaging import model_pixels, open_image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,7 @@ class TestImages:
     class_names: list[str]
     size: int
     temperature: float
+    colour_target: dict | None = None  # the card's shortcuts.colour_target: colour-robust figures too
 
     def file_bytes(self) -> list[bytes]:
         return [p.read_bytes() for p in self.paths]
@@ -45,6 +47,7 @@ class TestImages:
                 "class_names": self.class_names,
                 "size": self.size,
                 "temperature": self.temperature,
+                "colour_target": self.colour_target,
             }
         )
 
@@ -57,6 +60,7 @@ class TestImages:
             data["class_names"],
             data["size"],
             data["temperature"],
+            data.get("colour_target"),
         )
 
 
@@ -96,7 +100,8 @@ def bench_runner(
     repeats: int,
     threads: tuple[int, ...] = (1, 2),
 ) -> dict:
-    """Accuracy, end-to-end and invoke-only latency per thread count, and sequential throughput."""
+    """Predictions (for accuracy; on the colour-standardised images too when the card has a colour target),
+    end-to-end and invoke-only latency per thread count, and sequential throughput."""
     blobs = images.file_bytes()
     pixels = np.stack([model_pixels(open_image(b), images.size) for b in blobs])
     result: dict = {}
@@ -104,6 +109,9 @@ def bench_runner(
         predict = make_predict(count)
         if count == threads[0]:
             result["predicted"] = [int(np.argmax(predict(p))) for p in pixels]
+            if images.colour_target is not None:
+                standardised = standardise_colour(pixels, images.colour_target)
+                result["predicted_colour_robust"] = [int(np.argmax(predict(p))) for p in standardised]
 
         def end_to_end(index: list[int] = [0], predict: Predict = predict) -> None:  # noqa: B006 - cycles images
             blob = blobs[index[0] % len(blobs)]

@@ -5,6 +5,15 @@ from __future__ import annotations
 SHIPPED = "int8 TFLite, LiteRT"
 FLOAT_TFLITE = "float32 TFLite, LiteRT"
 KERAS = "float Keras, TensorFlow"
+COLOUR_ROBUST_LINE = (
+    "Colour-robust columns: the same images with each image's colour mean and spread set to the bundle card's "
+    "`shortcuts.colour_target` (the training set's average); a model that keeps its figures there reads the cells, "
+    "not the photo session's colour."
+)
+NO_COLOUR_TARGET_LINE = (
+    "Colour-robust columns: - (the bundle's card has no `shortcuts.colour_target`; its run was trained before "
+    "training wrote one)."
+)
 
 
 def _get(results: dict, variant: str, *keys: str) -> float | None:
@@ -58,16 +67,18 @@ def markdown_table(results: dict) -> str:
         f"Images: {results['images']} of the manifest's test split; {results['repeats']} repetitions per latency "
         f"figure (medians; p95 in brackets). Command: `{results['command']}`.",
         "",
-        "| variant | accuracy | macro-F1 | end-to-end 1 thread, ms | end-to-end 2 threads, ms | invoke 1 thread, ms "
-        "| invoke 2 threads, ms | throughput 2 threads, img/s | size, MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | accuracy | macro-F1 | colour-robust accuracy | colour-robust macro-F1 | end-to-end 1 thread, ms "
+        "| end-to-end 2 threads, ms | invoke 1 thread, ms | invoke 2 threads, ms | throughput 2 threads, img/s "
+        "| size, MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in results["variants"].items():
         if "skipped" in v:
-            lines.append(f"| {name} | skipped: {v['skipped']} |||||||| ")
+            lines.append(f"| {name} | skipped: {v['skipped']} |||||||||| ")
             continue
         one = "threads_0" if "threads_0" in v else "threads_1"
         two = "threads_2" if "threads_2" in v else one
+        robust = v.get("colour_robust", {})
 
         def lat(block: str, kind: str, v: dict = v) -> str:
             figures = v.get(block, {}).get(kind)
@@ -75,7 +86,8 @@ def markdown_table(results: dict) -> str:
 
         lines.append(
             f"| {name}{' (TF default threads)' if one == 'threads_0' else ''} | {_cell(v.get('accuracy'), '.4f')} | "
-            f"{_cell(v.get('macro_f1'), '.4f')} | {lat(one, 'end_to_end')} | {lat(two, 'end_to_end')} | "
+            f"{_cell(v.get('macro_f1'), '.4f')} | {_cell(robust.get('accuracy'), '.4f')} | "
+            f"{_cell(robust.get('macro_f1'), '.4f')} | {lat(one, 'end_to_end')} | {lat(two, 'end_to_end')} | "
             f"{lat(one, 'invoke')} | {lat(two, 'invoke')} | {_cell(v[two].get('throughput_images_per_s'), '.0f')} | "
             f"{_cell(v.get('model_bytes', 0) / 1e6 if v.get('model_bytes') else None, '.2f')} |"
         )
@@ -83,6 +95,7 @@ def markdown_table(results: dict) -> str:
     heat = core.get("heatmap", {})
     lines += [
         "",
+        COLOUR_ROBUST_LINE if results.get("colour_target") else NO_COLOUR_TARGET_LINE,
         f"Inference core (fresh process): import {_cell(core.get('import_s'), '.2f')} s, import + model load "
         f"{_cell(core.get('import_and_load_s'), '.2f')} s, peak RSS {_cell(core.get('peak_rss_mb'), '.0f')} MB "
         f"after one classification and the heatmaps; TensorFlow imported: {core.get('tensorflow_imported', '-')}.",

@@ -29,7 +29,7 @@ from pathlib import Path
 from bench.measure import PROJECT_ROOT, machine_facts, percentiles
 from edge_app.screening import Screener
 from smearscope_core.console import logger
-from smearscope_core.errors import DatasetError, ExitCode, SmearScopeError
+from smearscope_core.errors import DatasetError, ExitCode, SmearScopeError, report
 from smearscope_core.paths import DEFAULT_DATASET
 from tests.browser import BANNER, CHROMIUM_FLAGS, VERDICT, find_chromium, streamlit_app
 
@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         together = measure_sessions(args, sys.argv[1:] if argv is None else argv)
     except SmearScopeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
     return ExitCode.OK if together["correct"] == together["classifications"] else ExitCode.GATE_FAILED
 
 

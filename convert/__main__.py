@@ -15,7 +15,7 @@ import os
 import sys
 
 from convert.config import ConvertConfig
-from smearscope_core.errors import ExitCode, SmearScopeError
+from smearscope_core.errors import ExitCode, SmearScopeError, report
 from smearscope_core.options import add_options, from_options
 
 
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = Conversion(config).run()
     except SmearScopeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
     except OSError as error:  # e.g. --out on a read-only disk
         print(f"error: cannot write {error.filename or 'the output'}: {error.strerror or error}.", file=sys.stderr)
         return ExitCode.BAD_INPUT

@@ -3,20 +3,27 @@
 Every metric comes from ``train.metrics`` (scikit-learn); top-1 agreement is scikit-learn's
 ``accuracy_score`` of the int8 predictions against the float ones. Probabilities are the calibrated
 ones the app shows: softmax(logits / T) with the card's temperature.
+
+When the run's card has a colour target (``shortcuts.colour_target``, written by training), both models are
+also scored on the test images with each image's colour standardised to it (``colour_robust_drift``), with
+training's own routine (``train.shortcuts.colour_robust``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import accuracy_score
 
+from convert.inputs import RunFolder
 from convert.quiet import quiet_native_stderr
 from edge_app.runtime import TFLiteModel
 from smearscope_core.calibration import softmax, unsure
 from smearscope_core.console import progress
 from train.metrics import classification_metrics, selective
+from train.shortcuts import COLOUR_ROBUST_NOTE, SplitData, colour_robust, summary
 
 
 @dataclass
@@ -161,3 +168,35 @@ def per_image(
         }
         for i in range(len(labels))
     ]
+
+
+def colour_target(card: dict) -> dict | None:
+    """The card's ``shortcuts.colour_target``, or None for a run trained before training wrote one."""
+    return (card.get("shortcuts") or {}).get("colour_target")
+
+
+def colour_robust_drift(
+    run: RunFolder,
+    images: np.ndarray,
+    labels: np.ndarray,
+    logits_of: dict[str, Callable[[np.ndarray], np.ndarray]],
+    drift: dict,
+) -> dict:
+    """Each model of ``logits_of`` ("float", "int8") on the test images with their colour standardised to the run
+    card's target, beside its as-is figures from ``drift`` (``compare``'s result); the card must have a target.
+
+    The same routine, target and temperature as training's ``shortcuts.colour_robust`` (train/shortcuts.py), so the
+    float figures here reproduce the card's ``shortcuts.colour_robust.test``.
+    """
+    target = colour_target(run.card)
+    split = SplitData(images, labels, paths=[])  # no file paths: only the shortcut baselines read files
+    return {
+        "split": "test",
+        "colour_target": target,
+        "as_is": {name: summary(drift[f"{name}_metrics"]) for name in logits_of},
+        **{
+            name: colour_robust(logits, split, target, run.temperature, run.class_names, run.malignant)
+            for name, logits in logits_of.items()
+        },
+        "note": COLOUR_ROBUST_NOTE,
+    }

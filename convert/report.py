@@ -138,6 +138,7 @@ def render_html(report: dict) -> str:
     sections = (
         _header(report),
         _summary(report),
+        _colour_robust(report),
         _gate(report),
         _confusion(report),
         _per_class(report),
@@ -217,6 +218,32 @@ def _drift_table(report: dict) -> str:
             ["temperature applied", f"{report['temperature']:.4f}"],
             *_abstain_rows(drift.get("abstain")),
         ],
+    )
+
+
+def _colour_robust(report: dict) -> str:
+    """Both models as is and on colour-standardised test images; nothing for a run without a colour target."""
+    robust = report["drift"].get("colour_robust")
+    if not robust:
+        return ""
+    as_is = robust["as_is"]
+    rows = [
+        [label, *(_pct(figures[model].get(key)) for model in ("float", "int8") for figures in (as_is, robust))]
+        for label, key in (
+            ("accuracy", "accuracy"),
+            ("macro-F1", "macro_f1"),
+            ("sensitivity (malignant caught)", "sensitivity"),
+            ("specificity (benign cleared)", "specificity"),
+        )
+    ]
+    header = ["metric", "float as is", "float colour-robust", "int8 as is", "int8 colour-robust"]
+    note = robust["note"]
+    return "\n".join(
+        [
+            "<h2>Colour-robust figures</h2>",
+            f"<p>{html.escape(note[0].upper() + note[1:])}; {robust['int8']['n']} test images.</p>",
+            _table(header, rows, {1, 2, 3, 4}),
+        ]
     )
 
 

@@ -7,6 +7,7 @@ person at the keyboard: what is wrong and, where it can be said, what to do.
 
 from __future__ import annotations
 
+import sys
 from enum import IntEnum
 
 
@@ -33,3 +34,9 @@ class InputError(SmearScopeError, ValueError):
 
 class DatasetError(InputError):
     """A dataset folder, class metadata file or split manifest that cannot be used: one sentence."""
+
+
+def report(error: SmearScopeError) -> ExitCode:
+    """What every command line does with an error it raised on purpose: one ``error:`` line on stderr, its code."""
+    print(f"error: {error}", file=sys.stderr)
+    return error.exit_code

@@ -1,9 +1,10 @@
 """Whole conversions (convert/conversion.py through ``python -m convert``): the tiny trained run
-(tests/conftest.py ``tiny_run``) into a bundle the app loads, a gate failure and its remedy, and the committed
-default run on the real dataset."""
+(tests/conftest.py ``tiny_run``) into a bundle the app loads, a gate failure and its remedy, the colour-robust
+figures (a run with a colour target, a card without one), and the committed default run on the real dataset."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -15,8 +16,8 @@ import pytest
 
 from smearscope_core.errors import ExitCode
 from smearscope_core.manifest import read_manifest
-from smearscope_core.model_card import read_card
-from tests.factories import DEFAULT_RUN, REAL_DATA, run_convert
+from smearscope_core.model_card import ModelCardError, read_card, validate_card
+from tests.factories import DEFAULT_RUN, PROJECT_ROOT, REAL_DATA, run_convert, valid_card
 
 LENIENT = ["--min-agreement", "0", "--max-accuracy-drop", "100", "--max-recall-drop", "100"]
 
@@ -69,6 +70,13 @@ def test_cli_end_to_end_writes_a_bundle_the_app_loads(tiny_run: tuple[Path, Path
     assert [row["path"] for row in report["per_image"]] == test_paths
     page = (out / "drift_report.html").read_text()
     assert page.count("data:image/png;base64,") >= 3 and "Gate passed" in page
+
+    # training wrote shortcuts: both models on the colour-standardised test images, the float one reproducing
+    # training's own figure (same model, images, target and temperature; Keras batches may move one image)
+    robust, trained = report["drift"]["colour_robust"], card["shortcuts"]["colour_robust"]
+    assert trained["int8_test"] == robust["int8"] and robust["float"]["n"] == trained["test"]["n"] == drift["n"]
+    assert robust["float"]["accuracy"] == pytest.approx(trained["test"]["accuracy"], abs=1.01 / drift["n"])
+    assert "<h2>Colour-robust figures</h2>" in page
     assert not re.search(r"(?:src|href)=\"(?!data:)", page) and "<script" not in page  # self-contained
 
     bundle = load_bundle(out)  # the app's checks: schema, sha256
@@ -136,6 +144,84 @@ def test_gate_failure_keeps_the_old_bundle_then_the_remedy_passes(tiny_run: tupl
     remedy = json.loads((out / "drift_report.json").read_text())["remedy"]
     assert remedy["full_integer"]["agreement"] < 0.99 and remedy["with_float_layers"]["agreement"] == 1.0
     assert not rejected.exists()  # the stale candidate is gone once a bundle passes
+
+
+# ---------------------------------------------------------------- colour-robust figures (shortcuts.colour_target)
+
+
+def colour_standardised_run(tiny_run: tuple[Path, Path], folder: Path) -> Path:
+    """The tiny run as trained with ``--colour-standardise``, without training again: the same network with the
+    colour layer first (train/model.py ``ColourStandardisation``, no weights of its own) carrying the run's
+    weights; the card keeps training's ``shortcuts`` and says how this model normalises."""
+    from train.card import NORMALIZATION
+    from train.model import build_model, has_colour_standardisation, load_float_model
+
+    run, _ = tiny_run
+    shutil.copytree(run, folder)
+    card = json.loads((run / "model_card.json").read_text())
+    model = build_model(len(card["classes"]), card["input"]["height"], colour_standardise=True)
+    model.set_weights(load_float_model(run / "model.keras").get_weights())
+    assert has_colour_standardisation(model)
+    model.save(folder / "model.keras")
+    card["preprocessing"]["normalization"] = NORMALIZATION[True]
+    (folder / "model_card.json").write_text(json.dumps(card, indent=2))
+    return folder
+
+
+@pytest.mark.slow
+def test_colour_standardised_run_gets_the_int8_colour_robust_figure(
+    tiny_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run = colour_standardised_run(tiny_run, tmp_path / "colour-run")
+    out = tmp_path / "models" / "colour"
+    result = run_convert(
+        "--run", str(run), "--out", str(out), "--data", str(tiny_run[1]), "--representative-size", "30", *LENIENT
+    )
+    assert result.returncode == ExitCode.OK, result.stderr[-3000:]
+
+    card = read_card(out / "model_card.json")  # validates against the schema
+    shortcuts = json.loads((run / "model_card.json").read_text())["shortcuts"]
+    robust = json.loads((out / "drift_report.json").read_text())["drift"]["colour_robust"]
+    int8 = card["shortcuts"]["colour_robust"]["int8_test"]
+    assert int8 == robust["int8"] and set(int8) == {"n", "accuracy", "macro_f1", "sensitivity", "specificity"}
+    assert int8["n"] == card["drift"]["n"] and 0 <= int8["accuracy"] <= 1
+    kept = {**shortcuts, "colour_robust": {**shortcuts["colour_robust"], "int8_test": int8}}
+    assert card["shortcuts"] == kept  # training's section as it was, plus the int8 figure
+    assert robust["colour_target"] == shortcuts["colour_target"] and robust["note"]
+    assert robust["as_is"]["int8"]["accuracy"] == card["metrics"]["int8_test"]["accuracy"]
+    assert set(robust) >= {"float", "int8", "as_is"}
+    broken = copy.deepcopy(card)
+    broken["shortcuts"]["colour_robust"]["int8_test"]["accuracy"] = 1.5
+    with pytest.raises(ModelCardError):  # the schema checks the figure, not only its presence
+        validate_card(broken)
+
+    assert f"int8 accuracy {int8['accuracy']:.4f}" in result.stdout  # the one log line
+    page = (out / "drift_report.html").read_text()
+    assert "<h2>Colour-robust figures</h2>" in page and "not the photo session" in page
+    assert page.index("Colour-robust figures") < page.index("<h2>Gate</h2>")
+
+
+def test_a_card_without_shortcuts_gets_no_colour_robust_figures() -> None:
+    """Runs trained before the shortcuts section (the committed runs/default): nothing measured, nothing written,
+    and the drift report of such a run is byte for byte what it was."""
+    from convert.config import ConvertConfig
+    from convert.conversion import Candidate, Conversion
+    from convert.inputs import RunFolder
+    from convert.report import render_html
+
+    card = valid_card()
+    assert "shortcuts" not in card
+    conversion = Conversion(ConvertConfig(run=DEFAULT_RUN, out=Path("unused")))
+    conversion.run_folder = RunFolder(DEFAULT_RUN, card, DEFAULT_RUN / "model.keras", DEFAULT_RUN / "manifest.csv", [])
+    conversion.chosen = Candidate(b"", None, {"n": 0}, [], None)  # no model, no images: it must not look
+    conversion.colour_robust()
+    assert conversion.chosen.drift == {"n": 0}
+
+    bundle = PROJECT_ROOT / "edge_app" / "models" / "default"
+    report = json.loads((bundle / "drift_report.json").read_text())
+    assert render_html(report) == (bundle / "drift_report.html").read_text(encoding="utf-8")
+    report["drift"].pop("colour_robust", None)
+    assert "olour-robust" not in render_html(report)
 
 
 # ---------------------------------------------------------------- the committed default run, on the real dataset

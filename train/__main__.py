@@ -11,7 +11,7 @@ import os
 import sys
 
 from smearscope_core.console import logger  # first: the log's clock starts when the command does
-from smearscope_core.errors import ExitCode, SmearScopeError
+from smearscope_core.errors import ExitCode, SmearScopeError, report
 from smearscope_core.options import add_options, from_options
 from train.config import TrainConfig
 
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             train(config)
     except SmearScopeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        return report(error)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return ExitCode.BAD_INPUT
