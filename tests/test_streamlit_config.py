@@ -175,7 +175,7 @@ def edge_python() -> Path:
     python = os.environ.get("SMEARSCOPE_EDGE_PYTHON")
     if not python or not Path(python).exists():
         pytest.skip("set SMEARSCOPE_EDGE_PYTHON to the edge venv's python (make test does; .venv-edge) to run this")
-    return Path(python)
+    return Path(python).absolute()  # make test gives a relative path; the server here starts in another folder
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/net socket tables")
