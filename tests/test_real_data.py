@@ -80,6 +80,33 @@ def test_committed_default_run_is_consistent() -> None:
     )
 
 
+@needs_real_data
+def test_shipped_bundle_colour_robust_figure_matches_its_card() -> None:
+    """The shipped int8 model, through the app's runtime, on the colour-standardised test split: its card's figure."""
+    from edge_app.bundle import load_bundle
+    from edge_app.classify import Classifier
+    from smearscope_core.calibration import softmax
+    from smearscope_core.colour import standardise_colour
+    from smearscope_core.manifest import load_images
+    from train.metrics import classification_metrics
+
+    bundle = load_bundle(PROJECT_ROOT / "edge_app" / "models" / "default")
+    card = bundle.card
+    if "shortcuts" not in card:
+        pytest.fail("the shipped default has no shortcuts section: retrain or run --shortcuts-only and reconvert")
+    names = [c["name"] for c in card["classes"]]
+    rows = [r for r in read_manifest(DEFAULT_RUN / "manifest.csv") if r.split == "test"]
+    images, labels = load_images(REAL_DATA, rows, int(card["input"]["height"]), names)
+    classifier = Classifier(bundle, num_threads=1)
+    logits = [classifier.logits(image) for image in standardise_colour(images, card["shortcuts"]["colour_target"])]
+    probs = softmax(logits, classifier.temperature)
+    metrics = classification_metrics(labels, probs, names, [c["malignant"] for c in card["classes"]])
+    recorded = card["shortcuts"]["colour_robust"]["int8_test"]
+    assert metrics["n"] == recorded["n"]
+    assert metrics["macro"]["f1"] == pytest.approx(recorded["macro_f1"], abs=1e-9)
+    assert metrics["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-9)
+
+
 @pytest.mark.slow
 @needs_real_data
 def test_short_training_on_a_real_subset(tmp_path: Path) -> None:

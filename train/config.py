@@ -94,17 +94,22 @@ class TrainConfig:
         ),
     )
     augment: bool = field(default=True, metadata=option("--no-augment", "train without augmentation"))
+    # The default since 2026-11-24 (docs/training.md, "choosing a colour-robust default"): both on.
     colour_standardise: bool = field(
-        default=False,
+        default=True,
         metadata=option(
-            "--colour-standardise",
-            "first layer removes each image's own colour mean and contrast, so the model cannot learn the "
-            "photo session's colour",
+            "--no-colour-standardise",
+            "leave out the first layer that removes each image's own colour mean and contrast (without it the "
+            "model can learn the photo session's colour)",
         ),
     )
     xnnpack_hard_swish: bool = field(
-        default=False,
-        metadata=option("--xnnpack-hard-swish", "build hard-swish as (x/6)*relu6(x+3): one XNNPACK partition in int8"),
+        default=True,
+        metadata=option(
+            "--fused-hard-swish",
+            "build Keras' own hard-swish (fused into HARD_SWISH, which XNNPACK does not run in int8) instead of "
+            "(x/6)*relu6(x+3)",
+        ),
     )
     abstain_target_accuracy: float = 0.99  # the abstain threshold is the lowest at which val reaches this accuracy
     name: str | None = field(default=None, metadata=option("--name", "model name for the card"))
