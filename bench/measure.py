@@ -199,9 +199,13 @@ _APP_CHILD = (
     + """
 import json, os, sys
 from streamlit.testing.v1 import AppTest
-app = AppTest.from_file(sys.argv[1], default_timeout=120).run()
-data = open(sys.argv[2], "rb").read()
-app.file_uploader[0].set_value([("bench.jpg", data, "image/jpeg")]).run()
+from streamlit.testing.v1.util import patch_config_options
+from edge_app.launcher import settings
+# AppTest reads no config file: the launcher's settings, or the page refuses to serve (not loopback)
+with patch_config_options({k: v for k, v in settings(8501).items() if k != "global.developmentMode"}):
+    app = AppTest.from_file(sys.argv[1], default_timeout=120).run()
+    data = open(sys.argv[2], "rb").read()
+    app.file_uploader[0].set_value([("bench.jpg", data, "image/jpeg")]).run()
 ok = not app.exception and any("confidence" in e.value or "refer" in e.value
                                 for e in [*app.success, *app.error, *app.warning])
 print(json.dumps({"peak_rss_mb": peak_rss_mb(), "classified": ok}))
