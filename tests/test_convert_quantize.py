@@ -9,10 +9,23 @@ import numpy as np
 import pytest
 
 
+def fused_plain_model(run_path: Path):
+    """The tiny run's trained network rebuilt without the colour layer and with Keras' fused hard-swish.
+
+    The default model keeps its colour-standardisation layer in float when converted (convert/conversion.py);
+    these tests check plain full-integer quantization and the hard-swish rewrite, so they use the network
+    without that layer (it has no weights: the rest copies over one to one).
+    """
+    from train.model import build_model, load_float_model
+
+    trained = load_float_model(run_path / "model.keras")
+    plain = build_model(int(trained.output_shape[-1]), int(trained.input_shape[1]), colour_standardise=False)
+    plain.set_weights(trained.get_weights())
+    return plain
+
+
 @pytest.fixture(scope="module")
 def converted(tiny_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    import keras
-
     from convert.inputs import read_run
     from convert.quantize import convert_float, convert_int8, export_saved_model
     from smearscope_core.manifest import load_images
@@ -20,7 +33,7 @@ def converted(tiny_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
     run_path, data = tiny_run
     run = read_run(run_path)
     images, _ = load_images(data, run.split("train"), run.image_size, run.class_names)
-    saved = export_saved_model(keras.saving.load_model(run.model_path), run.image_size, tmp_path_factory.mktemp("sm"))
+    saved = export_saved_model(fused_plain_model(run_path), run.image_size, tmp_path_factory.mktemp("sm"))
     return {"saved": saved, "images": images, "int8": convert_int8(saved, images), "float": convert_float(saved)}
 
 
@@ -73,14 +86,12 @@ def test_xnnpack_hard_swish_export_has_no_hard_swish_op_and_one_partition(
     tiny_run: tuple[Path, Path], converted: dict, tmp_path: Path
 ) -> None:
     """The opt-in rebuild computes the same logits and leaves XNNPACK one partition instead of many."""
-    import keras
-
     from convert.quantize import convert_int8, export_saved_model
     from edge_app.runtime import TFLiteModel
     from train.model import delegate_friendly_twin
 
     run_path, _ = tiny_run
-    model = keras.saving.load_model(run_path / "model.keras")
+    model = fused_plain_model(run_path)
     twin = delegate_friendly_twin(model, check=converted["images"][:4])  # raises if the logits differ
     size = model.input_shape[1]
     content = convert_int8(export_saved_model(twin, size, tmp_path / "sm"), converted["images"])
