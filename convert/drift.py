@@ -23,7 +23,8 @@ from edge_app.runtime import TFLiteModel
 from smearscope_core.calibration import softmax, unsure
 from smearscope_core.console import progress
 from train.metrics import classification_metrics, selective
-from train.shortcuts import COLOUR_ROBUST_NOTE, SplitData, colour_robust, summary
+from train.run_folder import RunSplit
+from train.shortcuts import COLOUR_ROBUST_NOTE, colour_robust, summary
 
 
 @dataclass
@@ -189,7 +190,7 @@ def colour_robust_drift(
     float figures here reproduce the card's ``shortcuts.colour_robust.test``.
     """
     target = colour_target(run.card)
-    split = SplitData(images, labels, paths=[])  # no file paths: only the shortcut baselines read files
+    split = RunSplit(images, labels, paths=[])  # no file paths: only the shortcut baselines read files
     return {
         "split": "test",
         "colour_target": target,

@@ -36,7 +36,7 @@ from typing import Any, TextIO
 from edge_app import settings as app_settings
 from edge_app.bundle import list_bundles, load_bundle
 from edge_app.records import data_dir
-from edge_app.settings import HOST, MAX_UPLOAD_MB, MODELS_ENV, model_folders
+from edge_app.settings import HOST, MAX_UPLOAD_MB, MODELS_ENV, env_model_folders, model_folders
 from smearscope_core.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]  # the project, or the unpacked executable's folder
@@ -315,11 +315,9 @@ def serve(script: Path, port: int, models: Sequence[Path]) -> None:
     check_credentials()
     # The page finds the --models folders where it finds a site's folders anyway: in $SMEARSCOPE_MODELS
     # (edge_app.settings.model_folders), so the page and --version/--selftest list the same bundles.
-    folders = [str(folder.resolve()) for folder in models] + [
-        p for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p
-    ]
+    folders = [folder.resolve() for folder in models] + env_model_folders()
     if folders:
-        os.environ[MODELS_ENV] = os.pathsep.join(folders)
+        os.environ[MODELS_ENV] = os.pathsep.join(str(folder) for folder in folders)
     bootstrap.run(str(script), False, [], options)
 
 

@@ -27,9 +27,13 @@ def model_folders(extra: Sequence[Path] = (), environ: dict[str, str] | None = N
     The launcher's ``--version`` and ``--selftest`` and the page call this one function, so they always
     list the same bundles.
     """
+    return [DEFAULT_MODELS_DIR, *extra, *env_model_folders(environ)]
+
+
+def env_model_folders(environ: dict[str, str] | None = None) -> list[Path]:
+    """The folders named in $SMEARSCOPE_MODELS (os.pathsep between them), in order."""
     environ = os.environ if environ is None else environ
-    from_env = [Path(p) for p in environ.get(MODELS_ENV, "").split(os.pathsep) if p]
-    return [DEFAULT_MODELS_DIR, *extra, *from_env]
+    return [Path(p) for p in environ.get(MODELS_ENV, "").split(os.pathsep) if p]
 
 
 UNIX_SOCKET_PREFIX = "unix://"  # how Streamlit's server.address names a Unix socket (streamlit.web.server.server)

@@ -10,7 +10,8 @@ from PIL import Image
 
 from smearscope_core.colour import colour_statistics, colour_target, standardise_colour
 from train.microscopes import MICROSCOPES, Microscope, simulate
-from train.shortcuts import SplitData, baseline_scores, colour_robust, corner_features, file_features, shortcuts_section
+from train.run_folder import RunSplit
+from train.shortcuts import baseline_scores, colour_robust, corner_features, file_features, shortcuts_section
 
 
 def test_standardise_colour_hand_checked() -> None:
@@ -60,7 +61,7 @@ def test_colour_baseline_finds_a_pure_colour_shortcut_and_standardising_removes_
 def test_colour_robust_scores_a_model_on_standardised_images() -> None:
     colours = [(220, 200, 230), (190, 205, 245)]
     x, y = _coloured(colours, 5, 3)
-    split = SplitData(x, y, [])
+    split = RunSplit(x, y, [])
     target = colour_target(x)
 
     def reads_red(images: np.ndarray) -> np.ndarray:  # a model that reads only the red mean
@@ -92,7 +93,7 @@ def test_shortcuts_section_has_every_baseline(tmp_path: Path) -> None:
         for i, image in enumerate(x):
             paths.append(tmp_path / f"{name}-{i}.png")
             Image.fromarray(image).save(paths[-1])
-        splits[name] = SplitData(x, y, paths)
+        splits[name] = RunSplit(x, y, paths)
     section = shortcuts_section(lambda images: np.zeros((len(images), 2)), splits, 1.0, ["A", "B"], [False, True])
     assert set(section["baselines"]) == {"colour", "corners", "file", "majority_class"}
     assert section["baselines"]["colour"]["accuracy"] == 1.0
@@ -111,7 +112,7 @@ def test_simulated_microscopes() -> None:
     assert set(MICROSCOPES) >= {"zoom_2x", "other_lab_1.4x"}
     section = shortcuts_section(
         lambda x: np.zeros((len(x), 2)),
-        {s: SplitData(images, np.array([0, 1]), []) for s in ("train", "val", "test")},
+        {s: RunSplit(images, np.array([0, 1]), []) for s in ("train", "val", "test")},
         1.0,
         ["A", "B"],
         [False, True],

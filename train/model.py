@@ -105,6 +105,11 @@ def architecture_name(architecture: str) -> str:
     return ARCHITECTURES[architecture].__name__
 
 
+def predict_logits(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """The model's logits for a batch of uint8 [N, H, W, 3] images, in inference mode."""
+    return model.predict(images.astype("float32"), batch_size=64, verbose=0)
+
+
 def load_float_model(path: Path) -> keras.Model:
     """A run folder's ``model.keras`` (this module registers the custom layers it may hold)."""
     return keras.saving.load_model(path, compile=False)

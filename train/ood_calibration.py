@@ -7,16 +7,13 @@ result goes into the model card under ``ood``; smearscope_core/ood.py documents 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from smearscope_core.console import progress
-from smearscope_core.files import CARD_FILE
-from smearscope_core.manifest import load_images, read_manifest
-from smearscope_core.model_card import read_card, write_card
 from smearscope_core.ood import OodDetector, fit_ood, image_features
+from train.run_folder import read_run_splits, write_section
 
 
 def calibrate_ood(pixels: dict[str, np.ndarray]) -> dict:
@@ -43,15 +40,7 @@ def ood_summary(section: dict) -> dict:
 
 def calibrate_run(run: Path, data: Path) -> dict:
     """Add (or refresh) the ``ood`` section of an existing run folder's model card."""
-    card = read_card(run / CARD_FILE)
-    rows = read_manifest(run / card["training"]["dataset"]["manifest"])
-    names, size = [c["name"] for c in card["classes"]], int(card["input"]["height"])
-    pixels = {s: load_images(data, [r for r in rows if r.split == s], size, names)[0] for s in ("train", "val", "test")}
-    card["ood"] = calibrate_ood(pixels)
-    write_card(card, run / CARD_FILE)
-    metrics_path = run / "metrics.json"
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        metrics["ood"] = ood_summary(card["ood"])
-        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return card["ood"]
+    card, splits = read_run_splits(run, data)
+    section = calibrate_ood({name: split.images for name, split in splits.items()})
+    write_section(run, card, "ood", section, ood_summary(section))
+    return section

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -35,11 +36,12 @@ from train.metrics import (
     macro_f1,
     selective,
 )
-from train.model import architecture_name, build_model
+from train.model import architecture_name, build_model, predict_logits
 from train.ood_calibration import calibrate_ood
 from train.plots import plot_confusion_matrix, plot_curves
 from train.report import dataset_report, write_dataset_report
-from train.shortcuts import SplitData, shortcuts_section
+from train.run_folder import RunSplit
+from train.shortcuts import shortcuts_section
 from train.split import make_split
 
 log = logger("train")
@@ -229,10 +231,8 @@ def train(config: TrainConfig) -> dict:
         f"out-of-distribution check: threshold {ood['threshold']:.2f}; refers {ood['val_referred_rate']:.1%} of val, "
         f"{ood['test_referred_rate']:.1%} of test"
     )
-    splits = {s: SplitData(x, y, [Path(config.data) / r.path for r in by_split[s]]) for s, (x, y) in arrays.items()}
-    shortcuts = shortcuts_section(
-        lambda x: model.predict(x.astype("float32"), batch_size=64, verbose=0), splits, temperature, names, malignant
-    )
+    splits = {s: RunSplit(x, y, [Path(config.data) / r.path for r in by_split[s]]) for s, (x, y) in arrays.items()}
+    shortcuts = shortcuts_section(partial(predict_logits, model), splits, temperature, names, malignant)
     robust, colour_only = shortcuts["colour_robust"]["test"], shortcuts["baselines"]["colour"]
     log.info(
         f"shortcuts: colour alone (6 numbers) reaches test accuracy {colour_only['accuracy']:.3f}; "

@@ -11,7 +11,6 @@ All of it goes into the model card's ``shortcuts`` section (docs/model-card.md).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from smearscope_core.calibration import softmax
 from smearscope_core.colour import colour_statistics, colour_target, standardise_colour
 from train.metrics import classification_metrics
 from train.microscopes import MICROSCOPES, simulate
+from train.run_folder import RunSplit, read_run_splits, write_section
 
 COLOUR_ROBUST_NOTE = (
     "colour-robust: the same test images with each image's own colour mean and spread replaced by the training "
@@ -66,15 +66,6 @@ BASELINES = {
 }
 
 
-@dataclass
-class SplitData:
-    """One split's model-sized images, labels and image files."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    paths: list[Path]
-
-
 def baseline_scores(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, malignant: list[bool]
 ) -> dict:
@@ -92,7 +83,7 @@ def baseline_scores(
     return scores
 
 
-def shortcut_baselines(train: SplitData, test: SplitData, malignant: list[bool]) -> dict:
+def shortcut_baselines(train: RunSplit, test: RunSplit, malignant: list[bool]) -> dict:
     """Every baseline of ``BASELINES`` on the test split, with the majority class's accuracy for scale."""
     results = {}
     for name, baseline in BASELINES.items():
@@ -124,7 +115,7 @@ def summary(metrics: dict) -> dict:
 
 def colour_robust(
     logits_of: Callable[[np.ndarray], np.ndarray],
-    split: SplitData,
+    split: RunSplit,
     target: dict,
     temperature: float,
     class_names: list[str],
@@ -137,7 +128,7 @@ def colour_robust(
 
 def shortcuts_section(
     logits_of: Callable[[np.ndarray], np.ndarray],
-    splits: dict[str, SplitData],
+    splits: dict[str, RunSplit],
     temperature: float,
     class_names: list[str],
     malignant: list[bool],
@@ -162,7 +153,7 @@ def shortcuts_section(
 
 
 def simulated_microscopes(
-    logits_of: Callable[[np.ndarray], np.ndarray], test: SplitData, class_names: list[str], malignant: list[bool]
+    logits_of: Callable[[np.ndarray], np.ndarray], test: RunSplit, class_names: list[str], malignant: list[bool]
 ) -> dict:
     """The raw model (argmax, no refer check) on the test split as each of ``MICROSCOPES`` would show it."""
     results = {}
@@ -179,32 +170,17 @@ def refresh_run(run: Path, data: Path) -> dict:
     For runs trained before the section existed (``python -m train --out RUN --shortcuts-only``); the same
     code as a training run, on the run's own manifest, model and temperature.
     """
-    from smearscope_core.files import CARD_FILE
-    from smearscope_core.manifest import load_images, read_manifest
-    from smearscope_core.model_card import read_card, write_card
-    from train.model import load_float_model
+    from functools import partial
 
-    card = read_card(run / CARD_FILE)
-    rows = read_manifest(run / card["training"]["dataset"]["manifest"])
-    names, size = [c["name"] for c in card["classes"]], int(card["input"]["height"])
-    malignant = [bool(c["malignant"]) for c in card["classes"]]
-    splits = {}
-    for split in ("train", "val", "test"):
-        chosen = [r for r in rows if r.split == split]
-        images, labels = load_images(data, chosen, size, names)
-        splits[split] = SplitData(images, labels, [data / r.path for r in chosen])
-    model = load_float_model(run / "model.keras")
-    card["shortcuts"] = shortcuts_section(
-        lambda x: model.predict(x.astype("float32"), batch_size=64, verbose=0),
+    from train.model import load_float_model, predict_logits
+
+    card, splits = read_run_splits(run, data)
+    section = shortcuts_section(
+        partial(predict_logits, load_float_model(run / "model.keras")),
         splits,
         float(card["calibration"]["temperature"]),
-        names,
-        malignant,
+        [c["name"] for c in card["classes"]],
+        [bool(c["malignant"]) for c in card["classes"]],
     )
-    write_card(card, run / CARD_FILE)
-    metrics_path = run / "metrics.json"
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        metrics["shortcuts"] = card["shortcuts"]
-        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return card["shortcuts"]
+    write_section(run, card, "shortcuts", section, section)
+    return section
