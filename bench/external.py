@@ -100,9 +100,9 @@ class Tally:
 
 
 def reason_kind(reason: str) -> str:
-    """A referral reason without its figures: 'the model is unsure (top probability 0.41 < 0.50)' counts
-    as 'the model is unsure', whatever the probability."""
-    return re.sub(r"\s*\([^()]*\)", "", reason).strip()
+    """A referral reason without its figures or advice: 'the model is unsure (top probability 0.41 < 0.50): review
+    ...' counts as 'the model is unsure', whatever the probability."""
+    return re.sub(r"\s*\([^()]*\)", "", reason).split(":")[0].strip()
 
 
 def image_folders(data: Path, limit: int) -> dict[str, list[Path]]:

@@ -1,7 +1,10 @@
 """Run a model bundle on an image: calibrated probabilities, malignancy, severity, and when to refer.
 
-Results are plain data (``Result``) so the page, the CSV export, the printable report and the
-history all use the same fields.
+Results are plain data (``Result``) so the page, the CSV export, the printable report, FHIR and the
+history all use the same fields. A result holds the model's raw outputs (for engineers) and, only
+when it is not referred, a ``Finding``: everything that shows a class, subtype, severity or malignancy
+figure as a result reads ``result.finding``, which a referred result does not have, because a referral
+is not a diagnosis.
 """
 
 from __future__ import annotations
@@ -26,9 +29,32 @@ class ClassProbability:
     malignant: bool
 
 
+REFER_VERDICT = "Inconclusive - refer for manual review"
+UNSURE_ADVICE = "review this field by eye, or screen other fields of the same smear"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a result may state as a finding: only a result that is not referred has one."""
+
+    label: str
+    display_label: str
+    confidence: float
+    p_malignant: float
+    malignant: bool
+    severity: int
+    severity_word: str
+    severity_colour: str
+    description: str
+
+
 @dataclass
 class Result:
-    """One image's screening result; ``inconclusive`` means: refer for manual review."""
+    """One image's screening result; ``inconclusive`` means: refer for manual review.
+
+    ``label`` to ``description`` are the model's raw top class and scores, kept for "Model details (not a
+    result)" and for measurement; show a result through ``verdict``, ``reasons`` and ``finding``.
+    """
 
     source: str
     label: str  # class name of the top class
@@ -47,17 +73,32 @@ class Result:
     model_sha256: str = ""
     image_sha256: str = ""  # of the file as received
     ood_distance: float | None = None  # unfamiliarity of the image (smearscope_core.ood); None when not measured
+    feature_distance: float | None = None  # unfamiliarity of what the model sees (its embedding); None if not measured
+    scale_ratio: float | None = None  # the field's cell scale over the training images' (1.0: alike)
+    logits: list[float] = field(default_factory=list)  # the model's dequantized logits
     seconds: float = 0.0  # decode-to-result time
 
     @property
     def verdict(self) -> str:
+        return REFER_VERDICT if self.inconclusive else self.display_label
+
+    @property
+    def outcome(self) -> str:
+        """One word for machines: "refer", "malignant" or "benign"."""
+        return "refer" if self.inconclusive else ("malignant" if self.malignant else "benign")
+
+    @property
+    def finding(self) -> Finding | None:
+        """The class, confidence, malignancy and severity as a finding; None when referred."""
         if self.inconclusive:
-            return "Inconclusive - refer for manual review"
-        return self.display_label
+            return None
+        return Finding(self.label, self.display_label, self.confidence, self.p_malignant, self.malignant,
+                       self.severity, self.severity_word, self.severity_colour, self.description)  # fmt: skip
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["verdict"] = self.verdict
+        data["outcome"] = self.outcome
         return data
 
 
@@ -95,6 +136,14 @@ class Classifier:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return softmax(self.logits(pixels), self.temperature)
 
+    def result_from_logits(
+        self, logits: np.ndarray, source: str = "", extra_reasons: list[str] | None = None
+    ) -> Result:
+        """``result`` on the calibrated softmax of ``logits``, keeping the logits for the model details."""
+        result = self.result(softmax(logits, self.temperature), source, extra_reasons)
+        result.logits = [float(value) for value in logits]
+        return result
+
     def result(self, probs: np.ndarray, source: str = "", extra_reasons: list[str] | None = None) -> Result:
         """Turn calibrated probabilities into a Result; refers when unsure or for ``extra_reasons``."""
         top = int(np.argmax(probs))
@@ -102,7 +151,9 @@ class Classifier:
         p_malignant = float(sum(p for p, c in zip(probs, self.classes, strict=True) if c["malignant"]))
         reasons = list(extra_reasons or [])
         if unsure(probs, self.threshold):
-            reasons.insert(0, f"the model is unsure (top probability {probs[top]:.2f} < {self.threshold:.2f})")
+            reasons.insert(
+                0, f"the model is unsure (top probability {probs[top]:.2f} < {self.threshold:.2f}): {UNSURE_ADVICE}"
+            )
         severity = int(top_class["severity"])
         return Result(
             source=source,

@@ -53,22 +53,26 @@ def disclaimer() -> None:
 
 
 def severity_badge(result: Result) -> str:
-    """The severity indicator; a referred image gets a grey "not assessed" instead of a finding."""
-    colour, text = (
-        ("#757575", "severity not assessed")
-        if result.inconclusive
-        else (result.severity_colour, f"severity {result.severity} · {html.escape(result.severity_word)}")
+    """The severity indicator of a finding ("" for a referred image: it has no severity)."""
+    finding = result.finding
+    if finding is None:
+        return ""
+    text = f"severity {finding.severity} · {html.escape(finding.severity_word)}"
+    return (
+        f"<span style='background:{finding.severity_colour};color:white;padding:0.15em 0.55em;"
+        f"border-radius:0.3em'>{text}</span>"
     )
-    return f"<span style='background:{colour};color:white;padding:0.15em 0.55em;border-radius:0.3em'>{text}</span>"
 
 
 def verdict_banner(result: Result) -> None:
-    if result.inconclusive:
+    """The verdict; a referral lists its reasons, each with what to do, and names no class."""
+    finding = result.finding
+    if finding is None:
         st.warning(f"**{result.verdict}**  \n" + "  \n".join(f"• {r}" for r in result.reasons))
-    elif result.malignant:
-        st.error(f"**{result.display_label}**: leukemic cells suggested ({result.confidence:.0%} confidence)")
+    elif finding.malignant:
+        st.error(f"**{finding.display_label}**: leukemic cells suggested ({finding.confidence:.0%} confidence)")
     else:
-        st.success(f"**{result.display_label}**: no leukemia suggested ({result.confidence:.0%} confidence)")
+        st.success(f"**{finding.display_label}**: no leukemia suggested ({finding.confidence:.0%} confidence)")
 
 
 def probability_bars(result: Result) -> None:
@@ -82,8 +86,47 @@ def probability_bars(result: Result) -> None:
     st.markdown(f"<table style='width:100%;border:none'>{rows}</table>", unsafe_allow_html=True)
 
 
+def finding_details(result: Result) -> None:
+    """Malignancy, severity, class description, subtype note and class probabilities: only for a finding."""
+    finding = result.finding
+    if finding is None:
+        return
+    st.markdown(
+        f"Probability of malignancy: **{finding.p_malignant:.1%}** &nbsp; {severity_badge(result)}",
+        unsafe_allow_html=True,
+    )
+    if finding.description:
+        st.caption(finding.description)
+    if subtype := subtype_note(result):
+        st.caption(subtype)
+    probability_bars(result)
+
+
+def model_details(result: Result) -> None:
+    """The model's raw scores and the image checks' figures, collapsed and grey, for engineers.
+
+    On a referred image these are explicitly not a result: the image was referred, so no class is reported.
+    """
+    title = "Model details (not a result)" if result.inconclusive else "Model details"
+    with st.expander(title, expanded=False):
+        if result.inconclusive:
+            st.caption("The image was referred: the scores below are the model's raw output for engineers checking "
+                       "the model, not a finding, and must not be reported.")  # fmt: skip
+            st.caption(
+                "Raw class scores: " + ", ".join(f"{p.display_name} {p.probability:.3f}" for p in result.probabilities)
+            )
+        checks = [
+            ("image unfamiliarity", result.ood_distance),
+            ("feature unfamiliarity", result.feature_distance),
+            ("cell scale vs training", result.scale_ratio),
+        ]
+        measured = [f"{name} {value:.2f}" for name, value in checks if value is not None]
+        st.caption("Image checks: " + (", ".join(measured) if measured else "none measured") +
+                   f" · screened in {result.seconds * 1000:.0f} ms")  # fmt: skip
+
+
 def result_card(screener: Screener, case: Case, history: History) -> None:
-    """Preview, verdict, probabilities, malignancy, severity, heatmap on demand, review, downloads."""
+    """Preview, verdict, finding (malignancy, severity, probabilities), heatmap on demand, review, downloads."""
     result, image, key = case.result, case.image, case.key
     with st.container(border=True):
         left, right = st.columns([1, 2])
@@ -91,21 +134,12 @@ def result_card(screener: Screener, case: Case, history: History) -> None:
             st.image(image, caption=result.source, width="stretch")
         with right:
             verdict_banner(result)
-            malignancy = (
-                f"Model's estimate of malignancy (not a finding: refer): {result.p_malignant:.1%}"
-                if result.inconclusive
-                else f"Probability of malignancy: **{result.p_malignant:.1%}**"
-            )
-            st.markdown(f"{malignancy} &nbsp; {severity_badge(result)}", unsafe_allow_html=True)
-            if result.description:
-                st.caption(result.description)
-            if subtype := subtype_note(result):
-                st.caption(subtype)
-            probability_bars(result)
+            finding_details(result)
             if st.toggle("Show what the model looked at", key=f"heat-{key}"):
                 heatmap = screener.explain(image)
                 st.image(overlay(image, heatmap.heat), width="stretch",
                          caption="Occlusion heatmap: bright = hiding this region weakens the result most")  # fmt: skip
+            model_details(result)
             review_controls(case, history)
             stem = result.source.rsplit(".", 1)[0]
             report, fhir = st.columns(2)
@@ -140,10 +174,11 @@ def review_controls(case: Case, history: History) -> None:
 
 
 def results_table(rows: list[dict]) -> None:
+    """Export rows (``records.csv_row`` or history rows) as a table; a referred row shows "-" for every finding."""
     header = "| image | verdict | confidence | P(malignant) | severity |\n|---|---|---|---|---|\n"
     body = "".join(
-        f"| {html.escape(str(r['source']))} | {html.escape(str(r['verdict']))} | {float(r['confidence']):.1%} | "
-        f"{float(r['p_malignant']):.1%} | {'-' if _referred(r) else r['severity']} |\n"
+        f"| {html.escape(str(r['source']))} | {html.escape(str(r['verdict']))} | {_percent(r, 'confidence')} | "
+        f"{_percent(r, 'p_malignant')} | {'-' if _referred(r) else r['severity']} |\n"
         for r in rows
     )
     st.markdown(header + body)
@@ -151,6 +186,10 @@ def results_table(rows: list[dict]) -> None:
 
 def _referred(row: dict) -> bool:
     return str(row["inconclusive"]).lower() in ("true", "1")
+
+
+def _percent(row: dict, key: str) -> str:
+    return "-" if _referred(row) or row[key] in (None, "") else f"{float(row[key]):.1%}"
 
 
 def model_summary(screener: Screener) -> None:

@@ -213,9 +213,10 @@ def selftest(models: Sequence[Path] = ()) -> dict[str, Any]:
         "model_sha256": result.model_sha256,
         "runtime": screener.classifier.model.runtime,
         "verdict": result.verdict,
-        "label": result.display_label,
-        "confidence": round(result.confidence, 4),
+        "outcome": result.outcome,
         "inconclusive": result.inconclusive,
+        "reasons": result.reasons,
+        "model_top_probability": round(result.confidence, 4),  # the raw score (a check of the path), not a finding
         "classify_seconds": round(result.seconds, 4),
         "total_seconds": round(time.perf_counter() - started, 4),
         "tensorflow_loaded": "tensorflow" in sys.modules,

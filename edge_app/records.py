@@ -30,9 +30,11 @@ DISCLAIMER = (
     "qualified person and never replace a hematologist's reading or confirmatory tests."
 )
 CSV_FIELDS = (
-    "time", "source", "image_sha256", "verdict", "inconclusive", "class", "confidence", "p_malignant",
+    "time", "source", "image_sha256", "verdict", "outcome", "inconclusive", "class", "confidence", "p_malignant",
     "severity", "reasons", "model", "model_sha256", "review", "note",
 )  # fmt: skip
+# Left empty on a referred row: a referral is not a diagnosis (the model's raw scores stay in the history's data).
+FINDING_FIELDS = ("class", "confidence", "p_malignant", "severity")
 REVIEW_CHOICES = ("", "confirmed", "overridden: benign", "overridden: malignant", "overridden: not assessable")
 # Early Pre-B, Pre-B and Pro-B are immunophenotypic categories (flow cytometry), not morphological ones: wherever
 # a result names a malignant subtype (screen, report, FHIR, Model tab) this one sentence goes with it.
@@ -59,16 +61,19 @@ def now() -> str:
 
 
 def csv_row(result: Result, when: str, review: str = "", note: str = "") -> dict:
+    """The one row shape of every export (CSV, history, batch command); finding fields empty when referred."""
+    finding = result.finding
     return {
         "time": when,
         "source": result.source,
         "image_sha256": result.image_sha256,
         "verdict": result.verdict,
+        "outcome": result.outcome,
         "inconclusive": result.inconclusive,
-        "class": result.label,
-        "confidence": f"{result.confidence:.4f}",
-        "p_malignant": f"{result.p_malignant:.4f}",
-        "severity": result.severity,
+        "class": finding.label if finding else "",
+        "confidence": f"{finding.confidence:.4f}" if finding else "",
+        "p_malignant": f"{finding.p_malignant:.4f}" if finding else "",
+        "severity": finding.severity if finding else "",
         "reasons": "; ".join(result.reasons),
         "model": result.model_name,
         "model_sha256": result.model_sha256,
@@ -93,44 +98,50 @@ def _thumbnail_data_uri(image: Image.Image, side: int = 320) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def case_report_html(result: Result, image: Image.Image, when: str, model_version: str = "") -> str:
-    """One self-contained printable page for a case."""
-    e = html.escape
+def _finding_html(result: Result) -> str:
+    """The report's finding: class, description, malignancy, severity and every class's probability; for a
+    referred image one sentence instead (a referral is not a diagnosis)."""
+    e, finding = html.escape, result.finding
+    if finding is None:
+        return (
+            "<p class='nofinding'>No class, subtype, severity or probability of malignancy is reported for a "
+            "referred image: it needs a manual review.</p>"
+        )
     bars = "".join(
         f"<tr><td>{e(p.display_name)}</td><td class='bar'><div style='width:{p.probability * 100:.1f}%'></div></td>"
         f"<td>{p.probability:.1%}</td></tr>"
         for p in result.probabilities
     )
-    reasons = "".join(f"<li>{e(r)}</li>" for r in result.reasons)
     subtype = subtype_note(result)
-    verdict_class = "refer" if result.inconclusive else ("malignant" if result.malignant else "benign")
-    severity = (
-        f"model's estimate of malignancy {result.p_malignant:.1%} (not a finding: refer); severity not assessed"
-        if result.inconclusive
-        else f"probability of malignancy {result.p_malignant:.1%}; severity "
-        f'<span class="severity">{result.severity} ({e(result.severity_word)})</span>'
-    )
+    return f"""<p>Class: <b>{e(finding.display_label)}</b> ({finding.confidence:.1%});
+probability of malignancy {finding.p_malignant:.1%}; severity
+<span class="severity" style="background: {finding.severity_colour}">{finding.severity}
+({e(finding.severity_word)})</span></p>
+<p>{e(finding.description)}</p>
+{"<p class='subtype'>" + e(subtype) + "</p>" if subtype else ""}
+<table>{bars}</table>"""
+
+
+def case_report_html(result: Result, image: Image.Image, when: str, model_version: str = "") -> str:
+    """One self-contained printable page for a case."""
+    e = html.escape
+    reasons = "".join(f"<li>{e(r)}</li>" for r in result.reasons)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>SmearScope report: {e(result.source)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 50em; }}
 .verdict {{ font-size: 1.6em; font-weight: 600; }}
 .refer {{ color: #6a1b9a; }} .malignant {{ color: #c62828; }} .benign {{ color: #2e7d32; }}
-.severity {{ display: inline-block; padding: .2em .6em; border-radius: .3em; color: white;
-  background: {result.severity_colour}; }}
+.severity {{ display: inline-block; padding: .2em .6em; border-radius: .3em; color: white; }}
 table {{ border-collapse: collapse; }} td {{ padding: .25em .6em; }}
 td.bar {{ width: 16em; }} td.bar div {{ background: #5c6bc0; height: .9em; }}
 .disclaimer {{ border: 1px solid #999; padding: .8em; margin-top: 2em; font-size: .9em; }}
 </style></head><body>
 <h1>SmearScope screening report</h1>
 <p><img src="{_thumbnail_data_uri(image)}" alt="the screened image"></p>
-<p class="verdict {verdict_class}">{e(result.verdict)}</p>
+<p class="verdict {result.outcome}">{e(result.verdict)}</p>
 {"<ul>" + reasons + "</ul>" if reasons else ""}
-<p>Model's top class: <b>{e(result.display_label)}</b> ({result.confidence:.1%});
-{severity}</p>
-<p>{e(result.description)}</p>
-{"<p class='subtype'>" + e(subtype) + "</p>" if subtype else ""}
-<table>{bars}</table>
+{_finding_html(result)}
 <p>Image: {e(result.source)}<br>Time (UTC): {e(when)}<br>
 Model: {e(result.model_name)} {e(model_version)}<br>Model sha256: <code>{e(result.model_sha256)}</code></p>
 <p class="disclaimer">{e(DISCLAIMER)}</p>
@@ -158,7 +169,7 @@ class History:
     COLUMNS = (
         "time TEXT NOT NULL, source TEXT, image_sha256 TEXT, verdict TEXT, inconclusive INTEGER, class TEXT, "
         "confidence REAL, p_malignant REAL, severity INTEGER, reasons TEXT, model TEXT, model_sha256 TEXT, "
-        "review TEXT DEFAULT '', note TEXT DEFAULT '', image_file TEXT, data TEXT"
+        "review TEXT DEFAULT '', note TEXT DEFAULT '', image_file TEXT, data TEXT, outcome TEXT"
     )
 
     def __init__(self, path: Path | None = None):
@@ -172,6 +183,8 @@ class History:
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY AUTOINCREMENT, {self.COLUMNS})")
+                if "outcome" not in {column["name"] for column in db.execute("PRAGMA table_info(results)")}:
+                    db.execute("ALTER TABLE results ADD COLUMN outcome TEXT")  # a history from before outcomes
             self.available = True
         except (OSError, sqlite3.Error) as error:
             self.warning = f"History is off: {self.path} cannot be written ({error}). Results are still shown."
@@ -204,11 +217,11 @@ class History:
                 (self.images / image_file).write_bytes(image_bytes)
             with self._connect() as db:
                 cursor = db.execute(
-                    "INSERT INTO results (time, source, image_sha256, verdict, inconclusive, class, confidence, "
-                    "p_malignant, severity, reasons, model, model_sha256, image_file, data) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (when, row["source"], result.image_sha256, row["verdict"], int(result.inconclusive),
-                     row["class"], result.confidence, result.p_malignant, result.severity, row["reasons"],
+                    "INSERT INTO results (time, source, image_sha256, verdict, outcome, inconclusive, class, "
+                    "confidence, p_malignant, severity, reasons, model, model_sha256, image_file, data) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (when, row["source"], result.image_sha256, row["verdict"], row["outcome"], int(result.inconclusive),
+                     *_finding_columns(result), row["reasons"],
                      row["model"], row["model_sha256"], image_file, json.dumps(result.as_dict())),
                 )  # fmt: skip
                 return int(cursor.lastrowid)
@@ -283,5 +296,35 @@ class History:
 
     @staticmethod
     def _rows(connection: sqlite3.Connection, query: str, parameters: tuple) -> list[dict]:
-        """The query's rows as dicts of the id and the CSV fields (the one shape history rows leave in)."""
-        return [{"id": r["id"], **{k: r[k] for k in CSV_FIELDS}} for r in connection.execute(query, parameters)]
+        """The query's rows as dicts of the id and the CSV fields (the one shape history rows leave in).
+
+        Rows saved before referred results were kept free of findings are cleaned here, as they leave.
+        """
+        rows = []
+        for r in connection.execute(query, parameters):
+            row = {"id": r["id"], **{k: r[k] for k in CSV_FIELDS if k != "outcome"}}
+            referred = bool(r["inconclusive"])
+            row["inconclusive"] = referred  # as the session's CSV writes it
+            if referred:
+                row |= dict.fromkeys(FINDING_FIELDS, "")
+            else:  # the precision the session's CSV gives
+                row |= {key: f"{r[key]:.4f}" for key in ("confidence", "p_malignant") if r[key] is not None}
+            row["outcome"] = r["outcome"] or ("refer" if referred else _saved_outcome(r["data"]))
+            rows.append(row)
+        return rows
+
+
+def _finding_columns(result: Result) -> tuple:
+    """The history's class, confidence, p_malignant and severity columns: NULL for a referred result."""
+    finding = result.finding
+    if finding is None:
+        return (None,) * len(FINDING_FIELDS)
+    return finding.label, finding.confidence, finding.p_malignant, finding.severity
+
+
+def _saved_outcome(data: str | None) -> str:
+    """The outcome of a row saved before the history had an outcome column, from its stored result."""
+    try:
+        return "malignant" if json.loads(data or "{}").get("malignant") else "benign"
+    except ValueError:
+        return ""

@@ -22,7 +22,10 @@ from smearscope_core.files import sha256_of
 from smearscope_core.imaging import ImageError, model_pixels, open_image
 from smearscope_core.ood import OodDetector
 
-NO_OOD_CALIBRATION = "this model has no calibration for unfamiliar images, so no result can be trusted on its own"
+NO_OOD_CALIBRATION = (
+    "this model has no calibration for unfamiliar images, so no result can be trusted on its own: "
+    "use a model bundle made by the current training and conversion stages"
+)
 
 
 class Screened(NamedTuple):
@@ -57,7 +60,7 @@ class Screener:
             reasons, distance = [NO_OOD_CALIBRATION], None
         else:
             reasons, distance = self.detector.reasons(pixels)
-        result = self.classifier.result(self.classifier.probabilities(pixels), source, reasons)
+        result = self.classifier.result_from_logits(self.classifier.logits(pixels), source, reasons)
         result.ood_distance = distance
         result.image_sha256 = image_sha256
         result.seconds = time.perf_counter() - started

@@ -88,13 +88,15 @@ class QualityLimits:
         f = dict(zip(FEATURE_NAMES, features, strict=True))
         found = []
         if f["luminance_p50"] < self.min_brightness:
-            found.append("the image is too dark")
+            found.append("the image is too dark: raise the illumination or the exposure and photograph it again")
         if f["luminance_p95"] - f["luminance_p05"] < self.min_contrast:
-            found.append("the image is nearly blank (no contrast)")
+            found.append("the image is nearly blank (no contrast): centre a stained, cell-bearing area and focus")
         elif f["log_laplacian_var"] < self.min_sharpness:
-            found.append("the image looks out of focus")
+            found.append("the image looks out of focus: refocus with the fine focus and photograph it again")
         if f["saturation_mean"] < self.min_saturation:
-            found.append("no stained cells are visible (too little colour)")
+            found.append(
+                "no stained cells are visible (too little colour): check the stain and that the field shows cells"
+            )
         return found
 
 
@@ -133,7 +135,8 @@ class OodDetector:
         if distance > self.threshold:
             found.append(
                 f"the image does not look like the smears the model was trained on "
-                f"(unfamiliarity {distance:.1f} > {self.threshold:.1f}; other microscope, magnification or stain?)"
+                f"(unfamiliarity {distance:.1f} > {self.threshold:.1f}): photograph it as the Model tab describes "
+                "(objective, whole field of view, stain), or calibrate the model for this microscope"
             )
         return found, distance
 

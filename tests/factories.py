@@ -141,10 +141,24 @@ def valid_card() -> dict:
 
 SIZE = 48
 CLASSES = [
-    {"id": 0, "name": "Benign", "display_name": "Benign", "malignant": False, "severity": 0, "description": "ok"},
-    {"id": 1, "name": "Pre", "display_name": "Pre-B ALL", "malignant": True, "severity": 2, "description": "b"},
-    {"id": 2, "name": "Pro", "display_name": "Pro-B ALL", "malignant": True, "severity": 3, "description": "c"},
-]
+    {"id": 0, "name": "Benign", "display_name": "Benign", "malignant": False, "severity": 0,
+     "description": "Normal cells of the test"},
+    {"id": 1, "name": "Pre", "display_name": "Pre-B ALL", "malignant": True, "severity": 2,
+     "description": "Pre-B blasts of the test"},
+    {"id": 2, "name": "Pro", "display_name": "Pro-B ALL", "malignant": True, "severity": 3,
+     "description": "Pro-B blasts of the test"},
+]  # fmt: skip
+
+
+def finding_texts_in(text: str) -> list[str]:
+    """The pieces of a finding that ``text`` shows: class names, class descriptions, severity, a percentage.
+
+    A referred result must show none of them (a referral is not a diagnosis); for the tiny test classes.
+    """
+    pieces = [c["display_name"] for c in CLASSES] + [c["description"] for c in CLASSES]
+    found = [piece for piece in pieces if piece in text]
+    found += [word for word in ("severity", "malignancy") if word in text.lower()]
+    return found + re.findall(r"\d+(?:\.\d+)?%", text)
 
 
 def smears(start: int, count: int) -> list[Image.Image]:
@@ -404,6 +418,20 @@ def check_in_browser(
             assert BANNER.match(banner.first.inner_text().strip()), "the good image's result is gone"
         assert_page_healthy(page, watch)
         screenshot(page, shot)
+
+        # a referred image's card: the verdict and its reasons, and no class, severity or percentage
+        grey = io_png(smears(900, 1)[0].convert("L").convert("RGB"))  # no stain: the image checks refer it
+        assert screener.screen_bytes(grey, "grey.png").inconclusive
+        uploader.locator("input[type=file]").set_input_files([{"name": "grey.png", "mimeType": "image/png",
+                                                               "buffer": grey}])  # fmt: skip
+        caption = page.locator('[data-testid="stImageCaption"]', has_text="grey.png")
+        caption.wait_for()
+        wait_until_idle(page)
+        blocks = page.locator('[data-testid="stVerticalBlock"]').filter(has=caption)
+        card = blocks.filter(has_text="Printable report").last.inner_text()  # the innermost: the grey image's card
+        assert REFERRAL in card and "Model details (not a result)" in card
+        assert finding_texts_in(card) == [], card
+        assert_page_healthy(page, watch)
 
         # the Model tab describes the bundle in use
         page.get_by_role("tab", name="Model").click()

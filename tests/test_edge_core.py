@@ -23,7 +23,7 @@ from edge_app.records import CSV_FIELDS, SUBTYPE_NOTE, History, case_report_html
 from edge_app.screening import NO_OOD_CALIBRATION, Screener
 from smearscope_core.calibration import softmax
 from smearscope_core.imaging import ImageError
-from tests.factories import CLASSES, PROJECT_ROOT, SIZE, io_png, smears, write_bundle
+from tests.factories import CLASSES, PROJECT_ROOT, SIZE, finding_texts_in, io_png, smears, write_bundle
 
 
 @pytest.fixture
@@ -59,7 +59,45 @@ def test_unsure_model_refers(bundle_dir: Path, tiny_tflite: bytes, tmp_path: Pat
     assert result.inconclusive and result.verdict.startswith("Inconclusive")
     assert "unsure" in result.reasons[0]
     report = case_report_html(result, smears(900, 1)[0], "t")
-    assert "severity not assessed" in report and "not a finding" in report  # a referral is not a finding
+    assert "No class, subtype, severity or probability of malignancy is reported" in report
+
+
+def referred_result(bundle_dir: Path):
+    """A Pro-B-topped result the abstain rule refers (top probability 0.45 < the card's threshold)."""
+    result = Screener(bundle_dir).classifier.result(np.array([0.2, 0.35, 0.45]), "case.png")
+    assert result.inconclusive and result.label == "Pro"
+    return result
+
+
+def test_a_referred_result_exports_no_finding(bundle_dir: Path, tmp_path: Path) -> None:
+    """A referral is not a diagnosis: CSV, history, report and FHIR carry the verdict and reasons, no class."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    result = referred_result(bundle_dir)
+    row = csv_row(result, "2026-11-25T10:00:00+00:00")
+    assert (row["verdict"], row["outcome"]) == ("Inconclusive - refer for manual review", "refer")
+    assert [row[key] for key in ("class", "confidence", "p_malignant", "severity")] == ["", "", "", ""]
+    assert "unsure" in row["reasons"] and ":" in row["reasons"]  # the reason, and what to do about it
+    assert finding_texts_in(results_csv([row]).splitlines()[1]) == []  # the row, not its header
+
+    history = History(tmp_path / "history.sqlite")
+    history.add(result, "2026-11-25T10:00:00+00:00")
+    saved = history.recent()[0]
+    assert (saved["outcome"], saved["class"], saved["severity"], saved["confidence"]) == ("refer", "", "", "")
+    assert history.recent(verdict="Pro") == [] and len(history.recent(only_referred=True)) == 1
+
+    page = case_report_html(result, smears(900, 1)[0], "2026-11-25T10:00:00+00:00")
+    body = page.split("<body>", 1)[1]
+    assert "Inconclusive - refer for manual review" in body and "unsure" in body
+    assert finding_texts_in(body.replace("No class, subtype, severity or probability of malignancy", "")) == []
+
+    exported = fhir_bundle(result, "2026-11-25T10:00:00+00:00")
+    report, observation = (e.resource for e in Bundle.model_validate(exported).entry)
+    assert observation.interpretation[0].coding[0].code == "IND"
+    assert observation.valueCodeableConcept.coding is None
+    assert [c.code.text for c in observation.component] == ["Inconclusive: refer for manual review"]
+    assert report.conclusionCode is None and "unsure" in report.conclusion
+    assert "urn:smearscope:class" not in json.dumps(exported) and finding_texts_in(json.dumps(exported)) == []
 
 
 def test_unfamiliar_images_are_referred(bundle_dir: Path) -> None:
@@ -148,7 +186,7 @@ def test_exports_and_history(bundle_dir: Path, tmp_path: Path) -> None:
     assert (reviewed["review"], reviewed["note"], reviewed["image_sha256"]) == expected
     assert [r["id"] for r in history.recent(text="lymphocytes")] == [first]
     assert [r["id"] for r in history.recent(since="2026-11-24")] == [second]
-    assert [r["id"] for r in history.recent(verdict=result.label)] == [second, first]
+    assert [r["id"] for r in history.recent(verdict=result.verdict)] == [second, first]
     assert history.recent(verdict="no such class") == []
     assert history.recent(only_referred=True) == ([] if not result.inconclusive else history.recent())
     stored = list((history.images).iterdir())
@@ -167,7 +205,15 @@ def test_fhir_export_is_valid_r4_structure(bundle_dir: Path) -> None:
     assert report.__resource_type__ == "DiagnosticReport" and observation.__resource_type__ == "Observation"
     assert report.status == observation.status == "preliminary"
     assert report.result[0].reference == parsed.entry[1].fullUrl
+    if result.inconclusive:  # no class code for a referral (test_a_referred_result_exports_no_finding)
+        result = Screener(bundle_dir).classifier.result(np.array([0.05, 0.9, 0.05]), "case.png")
+        assert not result.inconclusive
+        exported = fhir_bundle(result, "2026-11-24T10:00:00+00:00", "confirmed", "agree")
+        parsed = Bundle.model_validate(json.loads(json.dumps(exported)))
+        report, observation = (e.resource for e in parsed.entry)
     assert observation.valueCodeableConcept.coding[0].code == result.label
+    assert report.conclusionCode[0].coding[0].code == result.label
+    assert observation.interpretation[0].coding[0].code == ("A" if result.malignant else "N")
     values = {c.code.text.split(" (")[0]: c for c in observation.component}
     malignancy = float(values["Probability of malignancy"].valueQuantity.value)
     assert malignancy == pytest.approx(result.p_malignant * 100, abs=0.01)
@@ -236,6 +282,33 @@ def test_page_screens_uploads_headless(bundle_dir: Path, tmp_path: Path, monkeyp
     assert not app.exception
     assert any("Review saved" in m.value for m in app.success)
     assert any("| a.png |" in m.value for m in app.markdown)
+
+
+def test_page_shows_a_referred_card_without_a_finding(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card of a referred image: verdict, reasons with what to do; raw scores only in "Model details (not a
+    result)", collapsed."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SMEARSCOPE_MODELS", str(bundle_dir.parent))
+    monkeypatch.setenv("SMEARSCOPE_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", tmp_path / "no-default")
+    grey = smears(900, 1)[0].convert("L").convert("RGB")  # no stain: the image checks refer it
+    assert Screener(bundle_dir).screen_image(grey, "grey.png").inconclusive
+    app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
+    app.file_uploader[0].set_value([("grey.png", io_png(grey), "image/png")]).run()
+    assert not app.exception
+    assert any(w.value.startswith("**Inconclusive - refer for manual review**") for w in app.warning)
+    assert any("no stained cells" in w.value and ": check the stain" in w.value for w in app.warning)
+    details = next(e for e in app.expander if e.label == "Model details (not a result)")
+    hidden = [element.value for element in details.caption]
+    assert any("not a finding" in text for text in hidden) and any("Pro-B ALL" in text for text in hidden)
+    screen = app.tabs[0]  # the Screen tab (the Model tab describes every class, as it should)
+    shown = [e.value for kind in (screen.markdown, screen.caption, screen.success, screen.error, screen.warning,
+                                  screen.info) for e in kind if e.value not in hidden]  # fmt: skip
+    assert any("Inconclusive - refer" in text for text in shown)  # the checked texts are the card's
+    assert [piece for text in shown for piece in finding_texts_in(text)] == []
 
 
 def test_edge_environment_runs_without_tensorflow(bundle_dir: Path) -> None:

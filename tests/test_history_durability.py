@@ -94,9 +94,12 @@ def assert_intact(row: sqlite3.Row, reported: dict) -> None:
     result = reported["result"]
     saved = json.loads(row["data"])
     assert saved == result, f"row {row['id']}: stored JSON differs from the committed result"
+    finding = {"class": result["label"], "confidence": result["confidence"], "p_malignant": result["p_malignant"],
+               "severity": result["severity"]}  # fmt: skip
+    if result["inconclusive"]:  # a referral is not a diagnosis: no class, confidence, malignancy or severity saved
+        finding = dict.fromkeys(finding)
     expected = {"source": result["source"], "image_sha256": result["image_sha256"], "verdict": result["verdict"],
-                "class": result["label"], "confidence": result["confidence"], "p_malignant": result["p_malignant"],
-                "severity": result["severity"], "model_sha256": result["model_sha256"]}  # fmt: skip
+                **finding, "model_sha256": result["model_sha256"]}  # fmt: skip
     assert {k: row[k] for k in FIELDS} == expected, f"row {row['id']} is not intact"
     assert row["time"] == reported["time"] and row["inconclusive"] == int(result["inconclusive"])
 
@@ -105,8 +108,11 @@ def assert_whole(row: sqlite3.Row) -> None:
     """A row nobody reported (committed just before the kill): complete and self-consistent."""
     saved = json.loads(row["data"])
     assert row["source"] == saved["source"] and row["image_sha256"] == saved["image_sha256"]
-    assert row["class"] == saved["label"] and row["confidence"] == saved["confidence"]
-    assert all(row[k] is not None for k in FIELDS)
+    if saved["inconclusive"]:
+        assert row["class"] is None and row["confidence"] is None and row["severity"] is None
+    else:
+        assert row["class"] == saved["label"] and row["confidence"] == saved["confidence"]
+        assert all(row[k] is not None for k in FIELDS)
 
 
 @pytest.mark.slow

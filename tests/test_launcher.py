@@ -111,7 +111,8 @@ def test_selftest_classifies_an_image_made_in_memory(capsys: pytest.CaptureFixtu
     data = json.loads(capsys.readouterr().out)
     assert data["selftest"] == "ok"
     assert data["runtime"] in {"ai-edge-litert", "tflite-runtime"}
-    assert 0 < data["confidence"] <= 1 and data["verdict"]
+    assert 0 < data["model_top_probability"] <= 1 and data["verdict"]
+    assert data["outcome"] in {"refer", "malignant", "benign"} and (data["outcome"] == "refer") == data["inconclusive"]
 
 
 def test_selftest_failure_is_one_json_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
