@@ -28,10 +28,10 @@ from edge_app.components import Case
 from edge_app.records import History, csv_row, now, results_csv
 from edge_app.runtime import RuntimeMissingError
 from edge_app.screening import Screener, check_size
-from edge_app.settings import MAX_UPLOAD_MB
+from edge_app.settings import IMAGE_SUFFIXES, MAX_UPLOAD_MB
 from smearscope_core.imaging import ImageError
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]  # Streamlit's type: no dot
 
 
 @st.cache_resource(show_spinner="Loading the model...")

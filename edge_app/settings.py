@@ -17,6 +17,9 @@ HOST = "127.0.0.1"  # this computer only: the app never listens on a network
 # server.maxUploadSize (edge_app/launcher.py) all use this one figure. A microscope photo is a few MB.
 MAX_UPLOAD_MB = 50
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+# The image files the app takes (the page's uploader and folder reader, the headless batch command), as
+# Path.suffix writes them, lower case: one list, so the page and the batch command accept the same files.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent / "models"  # the shipped bundle(s)
 MODELS_ENV = "SMEARSCOPE_MODELS"  # extra folders of a site's own bundles, separated by os.pathsep
 
