@@ -12,9 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.measure import PROJECT_ROOT, TestImages, app_figures, core_figures, machine_facts, quality
+from bench.measure import (
+    PROJECT_ROOT,
+    TestImages,
+    app_figures,
+    core_figures,
+    load_average,
+    machine_facts,
+    quality,
+)
+from bench.peak import fractions_of_peak, physical_limit
 from bench.report import markdown_table, targets
-from bench.variants import VARIANTS, Context, run_variant
+from bench.variants import VARIANTS, Context, float_tflite_path, run_variant
 from smearscope_core.console import logger
 from smearscope_core.errors import DatasetError, ExitCode, SmearScopeError, report
 from smearscope_core.files import MANIFEST_FILE
@@ -72,6 +81,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> None:
     """Measure every variant, the inference core and the app; write the results as JSON and Markdown."""
     if args.quick:
         args.images, args.repeats = args.images or 8, min(args.repeats, 5)
+    load_at_start = load_average()
     card = read_card(args.bundle / "model_card.json")
     images = test_images(card, args.run, args.data, args.images)
     context = Context(args.bundle, args.run, images, args.repeats)
@@ -87,6 +97,14 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> None:
                                               len(images.class_names))  # fmt: skip
         result["description"] = variant.description
         variants[variant.name] = result
+    log.info("the physical limit: MACs per image, this CPU's float32 and int8 peak...")
+    cores = os.cpu_count() or 1
+    tflite = {"int8 TFLite": args.bundle / "model.tflite", "float32 TFLite": float_tflite_path(context)}
+    limit = physical_limit(args.run, tflite, tuple(sorted({1, 2, cores})), 5 if args.quick else 100)
+    for result in variants.values():
+        if "skipped" not in result:
+            result["fraction_of_peak"] = fractions_of_peak(result, result["precision"], limit["macs"]["per_image"],
+                                                           limit["peak"], cores)  # fmt: skip
     log.info("inference core and app...")
     core = core_figures(args.bundle, images.paths[0], 3 if args.quick else 20)
     with tempfile.TemporaryDirectory() as data_dir:
@@ -95,11 +113,14 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> None:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(argv),
         "machine": machine_facts(),
+        "load_average": {"start": load_at_start, "end": load_average()},  # other jobs on the same cores
         "bundle": {"path": str(args.bundle), "name": card["name"], "sha256": card["tflite"]["sha256"]},
         "images": len(images.paths),
+        "input_size": images.size,
         "repeats": args.repeats,
         "colour_target": images.colour_target,
         "variants": variants,
+        "limit": limit,
         "core": core,
         "app": app,
     }

@@ -129,6 +129,14 @@ def bench_runner(
     return result
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: how many other jobs shared the cores (None where unknown)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_facts() -> dict:
     cpu = platform.processor() or platform.machine()
     try:

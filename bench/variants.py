@@ -41,6 +41,7 @@ class Variant:
     available: Callable[[Context], str | None]  # None, or why it is skipped
     make_predict: Callable[[Context, int], Predict] | None = None  # in-process variants
     measure: Callable[[Context], dict] | None = None  # out-of-process variants
+    precision: str = "float32"  # whose peak its fraction of peak is read against (bench/peak.py)
 
 
 def _litert_predict(path: Path) -> Callable[[Context, int], Predict]:
@@ -52,7 +53,7 @@ def _litert_predict(path: Path) -> Callable[[Context, int], Predict]:
     return make
 
 
-def _float_tflite(context: Context) -> Path | None:
+def float_tflite_path(context: Context) -> Path | None:
     return _float_tflite_for(context.bundle, context.run, context.images.size)
 
 
@@ -82,11 +83,54 @@ def _needs_tensorflow(context: Context) -> str | None:
     return None
 
 
-def _keras_predict(context: Context, threads: int) -> Predict:
+@cache
+def _keras_model(path: Path) -> object:
+    """One loaded float model for every Keras variant (the forms differ in how it is called, not in weights)."""
     from train.model import load_float_model
 
-    model = load_float_model(context.run / "model.keras")
-    return lambda pixels: np.asarray(model(pixels[None].astype("float32"), training=False))[0]
+    return load_float_model(path)
+
+
+@cache
+def _keras_call(path: Path, size: int, form: str) -> Callable[[np.ndarray], object]:
+    """The float model as a function of a float32 [1, size, size, 3] batch, called the way ``form`` says.
+
+    eager: ``model(x, training=False)``, op by op. tf.function: the same call traced once into a graph for a
+    fixed input signature. xla: that graph compiled by XLA (``jit_compile=True``). predict_on_batch: Keras' own
+    compiled predict step (it resolves ``jit_compile="auto"`` to False on a machine without an accelerator).
+    """
+    model = _keras_model(path)
+    if form == "eager":
+        return lambda batch: model(batch, training=False)
+    if form == "predict_on_batch":
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((1, size, size, 3), tf.float32)]
+    return tf.function(lambda batch: model(batch, training=False), input_signature=signature,
+                       jit_compile=form == "xla")  # fmt: skip
+
+
+def _keras_predict(form: str) -> Callable[[Context, int], Predict]:
+    def make(context: Context, threads: int) -> Predict:
+        call = _keras_call(context.run / "model.keras", context.images.size, form)
+        return lambda pixels: np.asarray(call(pixels[None].astype("float32")))[0]
+
+    return make
+
+
+def _xla_available(context: Context) -> str | None:
+    """TensorFlow and the model, and XLA compiling the model on this CPU: if it fails, the reason in a sentence."""
+    reason = _needs_tensorflow(context)
+    if reason:
+        return reason
+    size = context.images.size
+    try:
+        np.asarray(_keras_call(context.run / "model.keras", size, "xla")(np.zeros((1, size, size, 3), "float32")))
+    except Exception as error:  # noqa: BLE001 - a result, not a crash: the other variants still run
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        return f"XLA (jit_compile=True) failed on this CPU: {type(error).__name__}: {first}"
+    return None
 
 
 def _tflite_runtime_available(context: Context) -> str | None:
@@ -113,14 +157,24 @@ def _tflite_runtime_measure(context: Context) -> dict:
 VARIANTS = (
     Variant("int8 TFLite, LiteRT", "what ships: the bundle's model.tflite on ai-edge-litert", (1, 2),
             lambda c: c.bundle / "model.tflite", lambda c: None,
-            make_predict=lambda c, t: _litert_predict(c.bundle / "model.tflite")(c, t)),
+            make_predict=lambda c, t: _litert_predict(c.bundle / "model.tflite")(c, t), precision="int8"),
     Variant("float32 TFLite, LiteRT", "the same network unquantized, same runtime", (1, 2),
-            _float_tflite, lambda c: None if _float_tflite(c) else "no float32 .tflite and no TensorFlow to make one",
-            make_predict=lambda c, t: _litert_predict(_float_tflite(c))(c, t)),
-    Variant("float Keras, TensorFlow", "model.keras called eagerly (what an engineer would otherwise run)", (0,),
-            lambda c: c.run / "model.keras", _needs_tensorflow, make_predict=_keras_predict),
+            float_tflite_path,
+            lambda c: None if float_tflite_path(c) else "no float32 .tflite and no TensorFlow to make one",
+            make_predict=lambda c, t: _litert_predict(float_tflite_path(c))(c, t)),
+    Variant("float Keras, eager model(x)", "model.keras called eagerly, model(x, training=False), op by op", (0,),
+            lambda c: c.run / "model.keras", _needs_tensorflow, make_predict=_keras_predict("eager")),
+    Variant("float Keras, tf.function", "model(x, training=False) in tf.function(jit_compile=False) with a fixed "
+            "[1, H, W, 3] float32 input signature: traced once, run as a graph", (0,),
+            lambda c: c.run / "model.keras", _needs_tensorflow, make_predict=_keras_predict("tf.function")),
+    Variant("float Keras, predict_on_batch", "model.predict_on_batch(x): Keras' own compiled predict step "
+            "(jit_compile resolves to False without an accelerator)", (0,),
+            lambda c: c.run / "model.keras", _needs_tensorflow, make_predict=_keras_predict("predict_on_batch")),
+    Variant("float Keras, tf.function + XLA", "the same tf.function with jit_compile=True: XLA-compiled for this CPU",
+            (0,), lambda c: c.run / "model.keras", _xla_available, make_predict=_keras_predict("xla")),
     Variant("int8 TFLite, tflite-runtime 2.14", "the older runtime, in its own environment", (1, 2),
-            lambda c: c.bundle / "model.tflite", _tflite_runtime_available, measure=_tflite_runtime_measure),
+            lambda c: c.bundle / "model.tflite", _tflite_runtime_available, measure=_tflite_runtime_measure,
+            precision="int8"),
 )  # fmt: skip
 
 
@@ -136,6 +190,7 @@ def run_variant(variant: Variant, context: Context) -> dict:
     path = variant.model_file(context)
     if path is not None and path.is_file():
         result["model_bytes"] = path.stat().st_size
+    result["precision"] = variant.precision
     return result
 
 
