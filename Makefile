@@ -7,7 +7,7 @@ BUILD_VENV ?= .venv-build
 RUN ?= runs/default
 PORT ?= 8501
 
-.PHONY: test lint train scan convert app build bench bench-quick clean-venv
+.PHONY: test lint train scan convert app build bench bench-quick clean-venv pi-check
 
 # A virtual environment made from scratch, rebuilt whenever a requirements file changes.
 # The test environment holds every stage (training, conversion, the app) and the dev tools.
@@ -68,6 +68,11 @@ app: $(EDGE_VENV)/.installed
 # The desktop executable: dist/smearscope/ (one folder) and dist/smearscope-<version>-<platform>.tar.gz.
 build: $(BUILD_VENV)/.installed
 	$(BUILD_VENV)/bin/python build/build.py
+
+# The app's inference core on linux-aarch64 (Raspberry Pi 4 and 5 CPUs) under qemu-user, no Pi needed: --selftest and
+# the test split, compared with x86 (docs/desktop.md). Sysroot and wheels cached in .pi-sysroot/; PI_CPUS, PI_LIMIT.
+pi-check: $(EDGE_VENV)/.installed
+	EDGE_PYTHON=$(CURDIR)/$(EDGE_VENV)/bin/python bash build/pi_check.sh
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
