@@ -48,6 +48,25 @@ AUGMENTATIONS = {
 }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """A tf.distribute strategy a run can choose (--strategy); ``train.run.make_strategy`` builds it."""
+
+    trains_on: str  # for --help and docs/training.md
+    tf_class: str | None = None  # the tf.distribute class to build; None: TensorFlow's default strategy
+    cluster: bool = False  # TF_CONFIG names the workers; every worker trains, only the chief writes the run folder
+
+
+# The strategies a run can choose (--strategy): one table, recorded in the card by name.
+STRATEGIES = {
+    "default": Strategy("one device"),
+    "mirrored": Strategy("every local GPU", "MirroredStrategy"),
+    "multiworker": Strategy(
+        "every machine TF_CONFIG lists (docs/training.md)", "MultiWorkerMirroredStrategy", cluster=True
+    ),
+}
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     """One training run's settings; ``python -m train --help`` lists those with a flag."""
@@ -89,8 +108,8 @@ class TrainConfig:
         default="default",
         metadata=option(
             "--strategy",
-            "tf.distribute strategy ('mirrored' trains on every local GPU)",
-            choices=["default", "mirrored"],
+            "tf.distribute strategy: " + "; ".join(f"'{k}' trains on {v.trains_on}" for k, v in STRATEGIES.items()),
+            choices=list(STRATEGIES),
         ),
     )
     augment: bool = field(default=True, metadata=option("--no-augment", "train without augmentation"))

@@ -2,12 +2,20 @@
 
 A run folder holds: model.keras (float, no optimizer state), manifest.csv, dataset_report.json/.md,
 metrics.json, confusion_matrix.png/.json, curves.png, history.json and model_card.json.
+
+Under ``--strategy multiworker`` the same command runs on every machine that ``TF_CONFIG`` lists; each one
+makes the same split, fits its share of every batch and evaluates, and only the chief keeps what it writes
+(docs/training.md, "Training across machines").
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -19,12 +27,12 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from smearscope_core.calibration import softmax
 from smearscope_core.console import logger
-from smearscope_core.errors import DatasetError
+from smearscope_core.errors import DatasetError, InputError
 from smearscope_core.files import CARD_FILE, KERAS_FILE, MANIFEST_FILE
 from smearscope_core.manifest import check_no_group_leak, load_images, read_manifest, split_counts, write_manifest
 from smearscope_core.model_card import write_card
 from train.card import Evaluation, FitResult, build_card, build_metrics
-from train.config import TrainConfig
+from train.config import STRATEGIES, TrainConfig
 from train.dataset import PreparedData, load_class_metadata, scan_dataset
 from train.dedup import group_duplicates, perceptual_hashes
 from train.input_pipeline import make_dataset
@@ -138,19 +146,115 @@ class MacroF1EarlyStopping(keras.callbacks.Callback):
             log.info(f"restored best weights from epoch {self.best_epoch} (val macro-F1 {self.best_f1:.4f})")
 
 
-def _strategy(name: str) -> tf.distribute.Strategy:
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "default":
+CLUSTER_JOBS = ("chief", "worker")  # the TF_CONFIG jobs that train; TensorFlow's chief is "chief", else worker 0
+_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}")  # host:port, [IPv6]:port
+
+
+def cluster_task(tf_config: str | None) -> tuple[str, int, int]:
+    """``TF_CONFIG`` checked for a multi-worker run: (this task's job, its index, the number of training tasks).
+
+    Raises ``InputError`` with one sentence when it is missing or malformed, before TensorFlow reads it.
+    """
+    if not (tf_config or "").strip():
+        raise InputError(
+            "--strategy multiworker needs the TF_CONFIG environment variable (every worker's host:port and this "
+            "process's task, docs/training.md 'Training across machines'), and it is not set."
+        )
+    try:
+        spec = json.loads(tf_config)
+    except json.JSONDecodeError as error:
+        raise InputError(f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos}).") from None
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict) or not any(cluster.get(job) for job in CLUSTER_JOBS):
+        raise InputError('TF_CONFIG has no "cluster" with a "worker" list of "host:port" addresses.')
+    if other := sorted(set(cluster) - set(CLUSTER_JOBS)):
+        raise InputError(f'TF_CONFIG lists jobs {other} that --strategy multiworker does not run: use "worker".')
+    jobs = {job: cluster.get(job, []) for job in CLUSTER_JOBS}
+    for job, addresses in jobs.items():
+        if not isinstance(addresses, list) or not all(isinstance(a, str) and _ADDRESS.fullmatch(a) for a in addresses):
+            raise InputError(f'TF_CONFIG\'s "{job}" must be a list of "host:port" addresses, not {addresses!r}.')
+    everyone = jobs["chief"] + jobs["worker"]
+    if len(jobs["chief"]) > 1 or len(set(everyone)) < len(everyone):
+        raise InputError("TF_CONFIG's cluster lists more than one chief or the same address twice.")
+    task = spec.get("task")
+    if not isinstance(task, dict) or task.get("type") not in CLUSTER_JOBS or type(task.get("index")) is not int:
+        raise InputError('TF_CONFIG has no "task" naming this process, such as {"type": "worker", "index": 0}.')
+    job, index = task["type"], task["index"]
+    if not 0 <= index < len(jobs[job]):
+        raise InputError(f'TF_CONFIG\'s task index {index} is outside its {len(jobs[job])} "{job}" addresses.')
+    return job, index, len(everyone)
+
+
+class _KerasReduce:
+    """``reduce`` as Keras 3's ``fit`` calls it on a multi-worker strategy (keras-team/keras#20585).
+
+    Keras reduces a whole (images, labels) batch at once, which ``MirroredStrategy`` takes and the collective
+    strategies refuse, and the per-replica loss and accuracy with ``axis=0``, which a scalar has not: reduce each
+    element of a structure on its own, and a scalar across replicas only.
+    """
+
+    def reduce(self, reduce_op: str | tf.distribute.ReduceOp, value: object, axis: int | None = None) -> object:
+        def one(item: tf.Tensor) -> tf.Tensor:
+            scalar = len(self.experimental_local_results(item)[0].shape) == 0
+            return super(_KerasReduce, self).reduce(reduce_op, item, None if scalar else axis)
+
+        return tf.nest.map_structure(one, value)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy ``STRATEGIES[name]`` describes; a cluster one checks ``TF_CONFIG`` first."""
+    spec = STRATEGIES[name]
+    if spec.cluster:
+        job, index, workers = cluster_task(os.environ.get("TF_CONFIG"))
+        log.info(f"multi-worker training: this is {job} {index}, one of {workers} workers (TF_CONFIG)")
+    if spec.tf_class is None:
         return tf.distribute.get_strategy()
-    raise ValueError(f"Unknown strategy {name!r}; choose 'default' or 'mirrored'.")
+    strategy_class = getattr(tf.distribute, spec.tf_class)
+    if spec.cluster:
+        strategy_class = type(spec.tf_class, (_KerasReduce, strategy_class), {})
+    return strategy_class()
+
+
+def _check_same_split(strategy: tf.distribute.Strategy, manifest_sha256: str) -> None:
+    """Refuse to train unless every worker made the same split (the same data and seed): else they would silently
+    train on different images, and evaluate with different labels."""
+    digest = tf.constant([int(manifest_sha256[:12], 16)], tf.int64)
+    everyone = strategy.gather(strategy.run(lambda: tf.identity(digest)), axis=0).numpy()
+    if len(set(everyone.tolist())) > 1:
+        raise DatasetError(
+            "The workers made different splits: give every worker the same dataset (the same files at --data) "
+            "and the same --seed, or the same --manifest."
+        )
 
 
 def train(config: TrainConfig) -> dict:
-    """Run everything; return the model card."""
+    """Run everything; return the model card.
+
+    Every worker of a multi-worker strategy runs all of it (their collective ops must match, evaluation included);
+    only the chief writes ``config.out``, the others write to a temporary folder and discard it (the Keras pattern).
+    """
+    strategy = make_strategy(config.strategy)  # first: a multi-worker strategy must exist before any other TF op
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise InputError(
+            f"--batch-size {config.batch_size} is the global batch and does not split evenly over the {replicas} "
+            f"replicas; choose a multiple of {replicas}."
+        )
+    if replicas > 1:
+        log.info(f"{replicas} replicas in sync: global batch {config.batch_size}, {config.batch_size // replicas} each")
+    if strategy.extended.should_checkpoint:  # the chief, or the only process
+        return _train(config, strategy)
+    with tempfile.TemporaryDirectory(prefix="smearscope-worker-") as scratch:
+        log.info(f"not the chief: writing to {scratch}, deleted at the end (the chief writes {config.out})")
+        return _train(replace(config, out=Path(scratch) / "run"), strategy)
+
+
+def _train(config: TrainConfig, strategy: tf.distribute.Strategy) -> dict:
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     data = prepare_data(config)
+    if STRATEGIES[config.strategy].cluster:
+        _check_same_split(strategy, data.manifest_sha256)
     names = [c.name for c in data.classes]
     malignant = [c.malignant for c in data.classes]
     by_split = {s: [r for r in data.rows if r.split == s] for s in ("train", "val", "test")}
@@ -167,7 +271,6 @@ def train(config: TrainConfig) -> dict:
     eval_data = {s: make_dataset(x, y, 64) for s, (x, y) in arrays.items()}
     weights = compute_class_weight("balanced", classes=np.arange(len(names)), y=train_y)
     steps = int(np.ceil(len(train_x) / config.batch_size))
-    strategy = _strategy(config.strategy)
     with strategy.scope():
         model = build_model(
             len(names), config.image_size, config.architecture, config.dropout, init_weights=config.init_weights,
