@@ -15,7 +15,6 @@ bench/results/<date>-<host>-external.{json,md} and prints the Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import Counter
@@ -23,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.measure import PROJECT_ROOT, machine_facts
+from bench.measure import PROJECT_ROOT, machine_facts, run_script
 from edge_app.classify import Result
 from edge_app.screening import Screener
 from smearscope_core.console import logger, progress
-from smearscope_core.errors import ExitCode, InputError, SmearScopeError, report
+from smearscope_core.errors import InputError
 from smearscope_core.imaging import ImageError
 from smearscope_core.paths import EXTERNAL_DEV_DATASET
 
@@ -230,25 +229,14 @@ def markdown_table(results: dict) -> str:
     return "\n".join(text)
 
 
-def write_results(results: dict, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    limited = f"-limit{results['limit']}" if results["limit"] else ""
-    stem = out / f"{datetime.now(UTC):%Y-%m-%d}-{results['machine']['host'] or 'host'}-external{limited}"
-    Path(f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")  # not with_suffix: a host name may have dots
-    Path(f"{stem}.md").write_text(markdown_table(results))
-    return stem
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        results = measure(args, sys.argv[1:] if argv is None else argv)
-    except SmearScopeError as error:
-        return report(error)
-    stem = write_results(results, args.out)
-    print(markdown_table(results))
-    log.info(f"wrote {stem}.json and .md")
-    return ExitCode.OK
+    return run_script(
+        lambda: measure(args, sys.argv[1:] if argv is None else argv),
+        markdown_table,
+        args.out,
+        lambda results: "external" + (f"-limit{results['limit']}" if results["limit"] else ""),
+    )
 
 
 if __name__ == "__main__":

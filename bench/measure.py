@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,33 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
+
+
+def write_results(results: dict, out: Path, name: str, markdown: str) -> Path:
+    """``results`` as ``<out>/<date>-<host>-<name>.json`` and the ``markdown`` beside it as ``.md``; the stem."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{datetime.now(UTC):%Y-%m-%d}-{results['machine']['host'] or 'host'}-{name}"
+    Path(f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")  # not with_suffix: a host name may have dots
+    Path(f"{stem}.md").write_text(markdown)
+    return stem
+
+
+def run_script(
+    measure: Callable[[], dict], markdown_table: Callable[[dict], str], out: Path, name: Callable[[dict], str]
+) -> int:
+    """The main of a measuring script: measure, write the results files, print the table; one sentence on bad input."""
+    from smearscope_core.console import logger
+    from smearscope_core.errors import ExitCode, SmearScopeError, report
+
+    try:
+        results = measure()
+    except SmearScopeError as error:
+        return report(error)
+    table = markdown_table(results)
+    stem = write_results(results, out, name(results), table)
+    print(table)
+    logger("bench").info(f"wrote {stem}.json and .md")
+    return ExitCode.OK
 
 
 def machine_facts() -> dict:

@@ -16,7 +16,6 @@ the Markdown table. The machine is measured as it is: the load average before ea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -26,12 +25,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.measure import PROJECT_ROOT, machine_facts
+from bench.measure import PROJECT_ROOT, machine_facts, run_script
 from edge_app.bundle import list_bundles
 from edge_app.screen import find_images, load_screener, outcomes
 from edge_app.settings import model_folders
 from smearscope_core.console import logger
-from smearscope_core.errors import ExitCode, InputError, SmearScopeError, report
+from smearscope_core.errors import ExitCode, InputError
 from smearscope_core.paths import DEFAULT_DATASET
 
 log = logger("bench")
@@ -164,24 +163,14 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: dict, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{datetime.now(UTC):%Y-%m-%d}-{results['machine']['host'] or 'host'}-throughput"
-    Path(f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")  # not with_suffix: a host name may have dots
-    Path(f"{stem}.md").write_text(markdown_table(results))
-    return stem
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        results = measure(args, sys.argv[1:] if argv is None else argv)
-    except SmearScopeError as error:
-        return report(error)
-    stem = write_results(results, args.out)
-    print(markdown_table(results))
-    log.info(f"wrote {stem}.json and .md")
-    return ExitCode.OK
+    return run_script(
+        lambda: measure(args, sys.argv[1:] if argv is None else argv),
+        markdown_table,
+        args.out,
+        lambda results: "throughput",
+    )
 
 
 if __name__ == "__main__":

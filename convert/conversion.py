@@ -13,6 +13,7 @@ models' colour-robust figures (``colour_robust``): in the drift report and as th
 from __future__ import annotations
 
 import copy
+import io
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -42,13 +43,16 @@ from convert.drift import (
 )
 from convert.gate import GateResult, evaluate
 from convert.inputs import RunFolder, check_images, class_counts, read_run, stratified_sample
-from convert.inspect_ops import ModelInspection, inspect_model, integer_only_problem
+from convert.inspect_ops import ModelInspection, TensorIO, inspect_model, integer_only_problem
 from convert.quiet import quiet_native_stderr
 from convert.report import HTML_FILE, JSON_FILE, write_reports
 from smearscope_core.console import logger
+from smearscope_core.embedding_ood import REFERENCE_FILE, fit_embedding_ood
+from smearscope_core.embedding_ood import SECTION as EMBEDDING_SECTION
 from smearscope_core.errors import InputError
 from smearscope_core.files import TFLITE_FILE, sha256_of
 from smearscope_core.manifest import ManifestRow, load_images
+from smearscope_core.model_card import SCHEMA_VERSION
 
 STAGE = "convert"
 CARD_METRIC_KEYS = ("n", "accuracy", "macro", "per_class", "roc_auc_ovr_macro", "confusion_matrix", "screening")
@@ -156,6 +160,9 @@ class Conversion:
     debugger: object | None = None
     float_by_design: list[str]  # tensor names kept in float on purpose (the colour-standardisation layer)
     remedy: dict | None = None
+    # set by embedding_calibration
+    embedding_section: dict
+    embedding_reference: bytes  # the .npy file's bytes
     # set at the end of run() and by build_card / build_report
     timings: dict
     versions: dict
@@ -196,6 +203,7 @@ class Conversion:
                 if config.float_layers > 0:
                     self.apply_remedy()
         self.colour_robust()
+        self.embedding_calibration()
         gate = self.chosen.gate
         self.log(gate.sentence)
         self.timings = {**self.timer.timings, "total_seconds": self.timer.total()}
@@ -240,7 +248,7 @@ class Conversion:
         """The float Keras model, checked against the card, and the model to export."""
         with quiet_native_stderr():  # TensorFlow's oneDNN / absl start-up lines
             import convert.quantize  # noqa: F401 - TensorFlow's import, with its native log hidden
-            from train.model import delegate_friendly_twin, load_float_model
+            from train.model import delegate_friendly_twin, load_float_model, with_embedding
 
         run = self.run_folder
         try:
@@ -260,6 +268,7 @@ class Conversion:
                 self.export_model = delegate_friendly_twin(model, check=self.rep_images[:8])
             except ValueError as error:
                 raise ConversionError(str(error)) from None
+        self.export_model = with_embedding(self.export_model)  # logits and the embedding, by name
         self.log(f"loaded {run.model_path.name}; exporting a batch-1 SavedModel and converting to float32 TFLite")
 
     def export_float(self, workdir: Path) -> None:
@@ -332,13 +341,17 @@ class Conversion:
                 else f"{len(inspection.float_ops)} float ops ({inspection.float_summary()})"
             )
             + f"; input {inspection.inputs[0].dtype} scale {inspection.inputs[0].scale} zero point "
-            f"{inspection.inputs[0].zero_point}; output {inspection.outputs[0].dtype}"
+            f"{inspection.inputs[0].zero_point}; outputs "
+            + ", ".join(f"{output.shape} {output.dtype}" for output in inspection.outputs)
         )
         started = time.perf_counter()
         candidate = outputs(tflite_logits(content, self.test_images, config.num_threads, name), run.temperature)
         ms_per_image = (time.perf_counter() - started) * 1000.0 / max(len(self.test_images), 1)
         threshold = float(run.card["calibration"]["abstain_threshold"])
-        drift = compare(self.labels, self.reference, candidate, run.class_names, run.malignant, self.paths, threshold)
+        benign_min = float(run.card["calibration"].get("benign_min_probability", 0.0))
+        drift = compare(
+            self.labels, self.reference, candidate, run.class_names, run.malignant, self.paths, threshold, benign_min
+        )
         drift["ms_per_image"] = round(ms_per_image, 3)  # LiteRT on this machine, interpreter set-up included
         problem = integer_only_problem(inspection, allow_float)
         gate = evaluate(drift, config.thresholds, problem, allow_float, inspection.integer_only)
@@ -412,6 +425,35 @@ class Conversion:
             f"(as is {as_is['macro_f1']:.4f}); float {float_['accuracy']:.4f} / {float_['macro_f1']:.4f}"
         )
 
+    def embedding_calibration(self) -> None:
+        """The embedding check's calibration from the chosen int8 model's own embeddings: the training split as
+        the reference, the validation split for the threshold (smearscope_core.embedding_ood)."""
+        from convert.drift import tflite_embeddings
+
+        run, config = self.run_folder, self.config
+        embeddings = {}
+        for split in ("train", "val"):
+            rows = sorted(run.split(split), key=lambda r: r.path)
+            images, _ = load_images(config.data, rows, run.image_size, run.class_names)
+            embeddings[split] = tflite_embeddings(self.chosen.content, images, config.num_threads, f"{split} split")
+        section, reference = fit_embedding_ood(embeddings["train"], embeddings["val"])
+        buffer = io.BytesIO()
+        np.save(buffer, reference, allow_pickle=False)
+        self.embedding_reference = buffer.getvalue()
+        section["reference"]["sha256"] = sha256_of(self.embedding_reference)
+        self.embedding_section = section
+        self.timer.mark("embedding_calibration")
+        self.log(
+            f"embedding check: {section['method']} k={section['k']} on {section['reference']['rows']} train "
+            f"embeddings ({section['dimensions']}-d), threshold {section['threshold']:.4f} (val quantile "
+            f"{section['quantile']})"
+        )
+
+    def write_extras(self, folder: Path) -> None:
+        """The drift reports and the embedding check's reference, into the bundle's staging folder."""
+        write_reports(self.report, folder)
+        (folder / REFERENCE_FILE).write_bytes(self.embedding_reference)
+
     def write_float_reference(self) -> None:
         """The float32 .tflite, for comparison only: beside the bundle (or at --float-out), never in it."""
         self.float_path.parent.mkdir(parents=True, exist_ok=True)
@@ -422,6 +464,8 @@ class Conversion:
         ``shortcuts.colour_robust.int8_test`` (documented in docs/model-card.md)."""
         run, chosen, config, versions = self.run_folder, self.chosen, self.config, self.versions
         card = copy.deepcopy(run.card)
+        card["schema_version"] = SCHEMA_VERSION
+        card[EMBEDDING_SECTION] = self.embedding_section
         drift = chosen.drift
         card["metrics"]["int8_test"] = {key: drift["int8_metrics"][key] for key in CARD_METRIC_KEYS}
         if "colour_robust" in drift:  # the run's card has shortcuts (training writes them)
@@ -440,10 +484,16 @@ class Conversion:
                 "feed": "raw RGB pixel bytes after the preprocessing policy; real = (q - zero_point) * scale",
             },
             "output": {
-                **inspection.outputs[0].as_dict(),
+                **self.output_of(inspection, len(run.class_names)).as_dict(),
                 "kind": "logits",
                 "dequantize": "logits = (q - zero_point) * scale; "
                 "probabilities = softmax(logits / calibration.temperature)",
+            },
+            "embedding_output": {
+                **self.output_of(inspection, self.embedding_section["dimensions"]).as_dict(),
+                "kind": "embedding",
+                "signature_name": "embedding",
+                "dequantize": "embedding = (q - zero_point) * scale; read by its signature name (embedding_ood)",
             },
             "op_count": len(inspection.ops),
             "ops": inspection.op_counts,
@@ -498,6 +548,12 @@ class Conversion:
         self.card = card
         return card
 
+    @staticmethod
+    def output_of(inspection: ModelInspection, width: int) -> TensorIO:
+        """The model output of ``width`` values (the logits: one per class; the embedding): the converter orders
+        outputs as it likes, and the runtime reads them by signature name (edge_app.runtime)."""
+        return next(output for output in inspection.outputs if output.shape[-1:] == [width])
+
     def build_report(self) -> dict:
         """Everything in drift_report.json (the HTML page is made from this alone)."""
         run, chosen, card = self.run_folder, self.chosen, self.card
@@ -531,6 +587,6 @@ class Conversion:
             self.config.out,
             self.chosen.content,
             self.card,
-            lambda folder: write_reports(self.report, folder),
+            self.write_extras,
             self.chosen.gate.passed,
         )

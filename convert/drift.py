@@ -50,6 +50,15 @@ def tflite_logits(content: bytes, images: np.ndarray, num_threads: int = 1, desc
     return np.stack([model.run(image) for image in progress(images, description, total=len(images))])
 
 
+def tflite_embeddings(content: bytes, images: np.ndarray, num_threads: int = 1, description: str = "") -> np.ndarray:
+    """The model's ``embedding`` output (read by name) for each image, through the app's runtime wrapper."""
+    with quiet_native_stderr():
+        model = TFLiteModel(content=content, num_threads=num_threads)
+    if not model.has_embedding:
+        raise ValueError("The model has no output named 'embedding'.")
+    return np.stack([model.run_all(image)["embedding"] for image in progress(images, description, total=len(images))])
+
+
 def outputs(logits: np.ndarray, temperature: float) -> ModelOutputs:
     return ModelOutputs(np.asarray(logits, dtype=np.float64), softmax(logits, temperature))
 
@@ -73,6 +82,7 @@ def compare(
     malignant: list[bool],
     paths: list[str],
     abstain_threshold: float | None = None,
+    benign_min: float = 0.0,
 ) -> dict:
     """All drift figures: both models' metrics, their deltas (points), agreement, probability gaps, disagreements.
 
@@ -104,12 +114,13 @@ def compare(
         }
     abstain = None
     if abstain_threshold is not None:
-        refer_float = unsure(reference.probs, abstain_threshold)
-        refer_int8 = unsure(candidate.probs, abstain_threshold)
+        refer_float = unsure(reference.probs, abstain_threshold, malignant, benign_min)
+        refer_int8 = unsure(candidate.probs, abstain_threshold, malignant, benign_min)
         abstain = {
             "threshold": abstain_threshold,
-            "float": selective(labels, reference.probs, abstain_threshold),
-            "int8": selective(labels, candidate.probs, abstain_threshold),
+            "benign_min_probability": benign_min,
+            "float": selective(labels, reference.probs, abstain_threshold, malignant, benign_min),
+            "int8": selective(labels, candidate.probs, abstain_threshold, malignant, benign_min),
             "decisions_differ": int((refer_float != refer_int8).sum()),
         }
     return {

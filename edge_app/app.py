@@ -116,6 +116,7 @@ def screen_uploads(screener: Screener, history: History) -> None:
     )
     if not files:
         st.info("Add one or more smear photographs to screen them.")
+        ui.expected_images(screener)
         return
     outcomes = [
         screen_one(screener, history, f.getvalue(), f.name, f"upload-{f.file_id}")

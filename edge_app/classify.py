@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_app.bundle import BundleError, ModelBundle
 from edge_app.runtime import TFLiteModel
-from smearscope_core.calibration import softmax, unsure
+from smearscope_core.calibration import softmax, unsure, unsure_benign
 
 SEVERITY_COLOURS = {0: "#2e7d32", 1: "#f9a825", 2: "#ef6c00", 3: "#c62828"}
 SEVERITY_WORDS = {0: "none", 1: "low", 2: "moderate", 3: "high"}
@@ -119,6 +119,8 @@ class Classifier:
         self.classes = card["classes"]
         self.temperature = float(card["calibration"]["temperature"])
         self.threshold = float(card["calibration"]["abstain_threshold"])
+        self.benign_min = float(card["calibration"].get("benign_min_probability", 0.0))  # older cards: no rule
+        self.malignant = [bool(c["malignant"]) for c in self.classes]
         self.size = int(card["input"]["height"])
         shape = self.model.input_shape
         if shape[1:] != (self.size, int(card["input"]["width"]), 3):
@@ -150,7 +152,13 @@ class Classifier:
         top_class = self.classes[top]
         p_malignant = float(sum(p for p, c in zip(probs, self.classes, strict=True) if c["malignant"]))
         reasons = list(extra_reasons or [])
-        if unsure(probs, self.threshold):
+        if unsure_benign(probs, self.threshold, self.malignant, self.benign_min):
+            reasons.insert(
+                0,
+                f"the model is not sure enough to rule out leukemia (that needs a calibrated probability of at least "
+                f"{self.benign_min:.2f}): {UNSURE_ADVICE}",
+            )
+        elif unsure(probs, self.threshold):
             reasons.insert(
                 0, f"the model is unsure (top probability {probs[top]:.2f} < {self.threshold:.2f}): {UNSURE_ADVICE}"
             )

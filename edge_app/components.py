@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import random
 from dataclasses import dataclass
 
 import streamlit as st
@@ -192,6 +193,63 @@ def _percent(row: dict, key: str) -> str:
     return "-" if _referred(row) or row[key] in (None, "") else f"{float(row[key]):.1%}"
 
 
+FIELD_SCHEMATIC = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 120 120" width="120" height="120"
+ role="img" aria-label="drawn schematic of a whole field of view: many red cells and one white cell">
+<rect width="120" height="120" fill="#f4eef2"/>{cells}
+<circle cx="62" cy="58" r="13" fill="#d9c8e8" stroke="#7b5ea7"/><circle cx="61" cy="58" r="10" fill="#6a4c9c"/>
+</svg>"""
+
+
+def field_schematic(diameter_px: float | None, size: int) -> str:
+    """A drawn (never a dataset image) field of view: red cells at the size the model knows, one white cell."""
+    radius = max(2.0, (diameter_px or size / 10) / size * 120 / 2)
+    rng, cells = random.Random(7), []  # the same drawing every time
+    for _ in range(400):
+        x, y = rng.uniform(radius, 120 - radius), rng.uniform(radius, 120 - radius)
+        apart = all((x - a) ** 2 + (y - b) ** 2 > (2 * radius) ** 2 for a, b in cells)
+        if apart and (x - 62) ** 2 + (y - 58) ** 2 > 400 and len(cells) < 26:  # clear of the white cell
+            cells.append((x, y))
+    return FIELD_SCHEMATIC.format(cells="".join(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}" fill="#e8a0a8" stroke="#c56b77"/>' for x, y in cells
+    ))  # fmt: skip
+
+
+def acquisition_sentence(card: dict) -> str:
+    """What the model expects, in one or two sentences, from the card's ``acquisition`` section ("" without one)."""
+    acquisition = card.get("acquisition")
+    if not acquisition:
+        return ""
+    scale, size = acquisition.get("red_cell_diameter_px"), card["input"]["height"]
+    cells = f" Red cells measure about {scale:.0f} px across in the model's {size} px image." if scale else ""
+    return (
+        f"This model knows {acquisition['field']} taken with {acquisition['objective']}, {acquisition['stain']}; "
+        f"{acquisition['camera']}.{cells} Other setups are referred until the model is calibrated for them."
+    )
+
+
+def expected_images(screener: Screener) -> None:
+    """On the upload page: what images this model expects, in words and as a drawn field."""
+    card = screener.bundle.card
+    sentence = acquisition_sentence(card)
+    if not sentence:
+        return
+    diameter = card["acquisition"].get("red_cell_diameter_px")
+    picture, words = st.columns([1, 8])
+    picture.markdown(field_schematic(diameter, int(card["input"]["height"])), unsafe_allow_html=True)
+    words.caption(sentence)
+
+
+def unfamiliarity_checks(screener: Screener) -> None:
+    """Which unfamiliar-image checks this bundle calibrates, and which are missing (an older bundle)."""
+    missing = screener.missing_checks()
+    if missing:
+        st.warning("This model's card has no calibration for these unfamiliar-image checks: " + "; ".join(missing)
+                   + ". Images from another microscope are less well caught; reconvert it with the current "
+                   "conversion stage.")  # fmt: skip
+    else:
+        st.markdown("Unfamiliar-image checks: image statistics, what the model sees (embedding), cell scale.")
+
+
 def model_summary(screener: Screener) -> None:
     card = screener.bundle.card
     test = card["metrics"]["float_test"]
@@ -206,6 +264,8 @@ def model_summary(screener: Screener) -> None:
     if int8:
         st.markdown(f"int8 test accuracy {int8['accuracy']:.2%}, macro-F1 {int8['macro']['f1']:.3f}")
     shortcut_figures(card.get("shortcuts"))
+    unfamiliarity_checks(screener)
+    expected_images(screener)
     st.markdown("Classes: " + ", ".join(f"{c['display_name']} (severity {c['severity']})" for c in card["classes"]))
     if has_subtypes(c["malignant"] for c in card["classes"]):
         st.caption(SUBTYPE_NOTE)

@@ -54,13 +54,33 @@ class TFLiteModel:
     threads invoking one raise "reference to internal data"), so each run holds a lock.
     """
 
+    LOGITS = "logits"
+    EMBEDDING = "embedding"
+
     def __init__(self, path: str | None = None, content: bytes | None = None, num_threads: int | None = None):
         interpreter_type, self.runtime = interpreter_class()
         self.interpreter = interpreter_type(model_path=path, model_content=content, num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self._lock = threading.Lock()
         self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.named_outputs = self._outputs_by_name()
+        self.output = self.named_outputs.get(self.LOGITS, self.interpreter.get_output_details()[0])
+
+    def _outputs_by_name(self) -> dict[str, dict]:
+        """Output details by signature name: the converter may reorder outputs, the names stay.
+
+        A model converted with one output and no signature (older bundles) gives ``{}``; its output is the logits.
+        """
+        signatures = self.interpreter.get_signature_list()
+        if len(signatures) != 1:
+            return {}
+        runner = self.interpreter.get_signature_runner(next(iter(signatures)))
+        by_index = {detail["index"]: detail for detail in self.interpreter.get_output_details()}
+        return {name: by_index[detail["index"]] for name, detail in runner.get_output_details().items()}
+
+    @property
+    def has_embedding(self) -> bool:
+        return self.EMBEDDING in self.named_outputs
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -68,6 +88,7 @@ class TFLiteModel:
 
     @property
     def outputs(self) -> int:
+        """The number of classes: the length of the logits output."""
         return int(self.output["shape"][-1])
 
     def _feed(self, batch: np.ndarray) -> np.ndarray:
@@ -82,13 +103,24 @@ class TFLiteModel:
         return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        """Dequantized output (float64 [classes]) for one uint8 [H, W, 3] image."""
+        """Dequantized logits (float64 [classes]) for one uint8 [H, W, 3] image."""
+        return self.run_all(pixels)[self.LOGITS]
+
+    def run_all(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output, dequantized (float64), by name: ``logits`` always, ``embedding`` where the model has one."""
         batch = self._feed(pixels[None])
+        wanted = {self.LOGITS: self.output}
+        if self.has_embedding:
+            wanted[self.EMBEDDING] = self.named_outputs[self.EMBEDDING]
         with self._lock:
             self.interpreter.set_tensor(self.input["index"], batch)
             self.interpreter.invoke()
-            raw = self.interpreter.get_tensor(self.output["index"])[0]
-        scale, zero_point = self.output["quantization"]
-        if np.issubdtype(raw.dtype, np.integer) and scale:
-            return (raw.astype(np.float64) - zero_point) * scale
-        return raw.astype(np.float64)
+            raw = {name: self.interpreter.get_tensor(detail["index"])[0] for name, detail in wanted.items()}
+        return {name: _dequantize(raw[name], wanted[name]) for name in wanted}
+
+
+def _dequantize(raw: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(raw.dtype, np.integer) and scale:
+        return (raw.astype(np.float64) - zero_point) * scale
+    return raw.astype(np.float64)

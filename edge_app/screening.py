@@ -14,10 +14,11 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from edge_app.bundle import ModelBundle, load_bundle
+from edge_app.bundle import BundleError, ModelBundle, load_bundle
 from edge_app.classify import Classifier, Result
 from edge_app.explain import Heatmap, occlusion_heatmap
 from edge_app.settings import MAX_UPLOAD_BYTES, MAX_UPLOAD_MB
+from smearscope_core.embedding_ood import EmbeddingCalibrationError, EmbeddingDetector
 from smearscope_core.files import sha256_of
 from smearscope_core.imaging import ImageError, model_pixels, open_image
 from smearscope_core.ood import OodDetector
@@ -48,7 +49,22 @@ class Screener:
         self.bundle = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
         self.classifier = Classifier(self.bundle, num_threads=num_threads)
         self.detector = OodDetector.from_card(self.bundle.card)
+        try:
+            self.embedding_detector = EmbeddingDetector.from_card(self.bundle.card, self.bundle.folder)
+        except EmbeddingCalibrationError as error:
+            raise BundleError(str(error)) from None
+        if self.embedding_detector is not None and not self.classifier.model.has_embedding:
+            raise BundleError(f"The model in {self.bundle.folder} has no embedding output; its card calibrates one.")
         self.size = self.classifier.size
+
+    def missing_checks(self) -> list[str]:
+        """The unfamiliar-image checks this bundle's card does not calibrate (an older bundle), in words."""
+        missing = []
+        if self.detector is None:
+            missing.append("image statistics (colour, focus, texture): every result is referred")
+        if self.embedding_detector is None:
+            missing.append("what the model sees (its embedding)")
+        return missing
 
     def pixels(self, image: Image.Image) -> np.ndarray:
         return model_pixels(image, self.size)
@@ -60,8 +76,14 @@ class Screener:
             reasons, distance = [NO_OOD_CALIBRATION], None
         else:
             reasons, distance = self.detector.reasons(pixels)
-        result = self.classifier.result_from_logits(self.classifier.logits(pixels), source, reasons)
-        result.ood_distance = distance
+        outputs = self.classifier.model.run_all(pixels)
+        feature_distance = None
+        if self.embedding_detector is not None:
+            feature_distance = self.embedding_detector.distance(outputs["embedding"])
+            if reason := self.embedding_detector.reason(feature_distance):
+                reasons.append(reason)
+        result = self.classifier.result_from_logits(outputs["logits"], source, reasons)
+        result.ood_distance, result.feature_distance = distance, feature_distance
         result.image_sha256 = image_sha256
         result.seconds = time.perf_counter() - started
         return result

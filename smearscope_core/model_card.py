@@ -15,7 +15,7 @@ import jsonschema
 from smearscope_core.errors import InputError
 from smearscope_core.paths import SCHEMAS_DIR
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_PATH = SCHEMAS_DIR / "model_card.schema.json"
 
 

@@ -27,7 +27,9 @@ import numpy as np
 from PIL import Image
 
 from edge_app import launcher
+from edge_app.runtime import TFLiteModel
 from edge_app.screening import Screener
+from smearscope_core.embedding_ood import fit_embedding_ood
 from smearscope_core.imaging import model_pixels
 from smearscope_core.model_card import SCHEMA_VERSION
 from smearscope_core.ood import fit_ood, image_features
@@ -169,12 +171,12 @@ def tiny_int8_model(folder: Path, logit_bias: tuple[float, ...] | None = None) -
     """An untrained MobileNetV3Small for CLASSES at SIZE px, converted to int8 (its SavedModel under ``folder``);
     ``logit_bias`` sets the output bias, to make one class the likely one."""
     from convert.quantize import convert_int8, export_saved_model
-    from train.model import build_model
+    from train.model import build_model, with_embedding
 
     model = build_model(len(CLASSES), SIZE)
     if logit_bias is not None:
         model.get_layer("logits").bias.assign(np.array(logit_bias, dtype=np.float32))
-    saved = export_saved_model(model, SIZE, folder / "saved")
+    saved = export_saved_model(with_embedding(model), SIZE, folder / "saved")  # logits and embedding, as shipped
     return convert_int8(saved, np.stack([model_pixels(im, SIZE) for im in smears(0, 16)]))
 
 
@@ -188,9 +190,31 @@ def write_bundle(folder: Path, tflite: bytes, card_changes: dict | None = None) 
     train = np.array([image_features(model_pixels(im, SIZE)) for im in smears(100, 80)])
     val = np.array([image_features(model_pixels(im, SIZE)) for im in smears(500, 40)])
     card["ood"] = fit_ood(train, val)
+    if embedding := embedding_calibration(folder, tflite):
+        card["embedding_ood"] = embedding
     card |= card_changes or {}
     (folder / "model_card.json").write_text(json.dumps(card))
     return folder
+
+
+def embedding_calibration(folder: Path, tflite: bytes) -> dict | None:
+    """The embedding check's card section for a test bundle, its reference file written into ``folder``, as
+    conversion does (smearscope_core.embedding_ood.fit_embedding_ood) on the tiny model's own embeddings;
+    None for bytes that are not a model with an embedding output (the tests of broken bundles)."""
+    try:
+        model = TFLiteModel(content=tflite, num_threads=1)
+    except (ValueError, RuntimeError):
+        return None
+    if not model.has_embedding:
+        return None
+
+    def embeddings(start: int, count: int) -> np.ndarray:
+        return np.stack([model.run_all(model_pixels(im, SIZE))["embedding"] for im in smears(start, count)])
+
+    section, reference = fit_embedding_ood(embeddings(100, 80), embeddings(500, 40))
+    np.save(folder / section["reference"]["file"], reference, allow_pickle=False)
+    section["reference"]["sha256"] = hashlib.sha256((folder / section["reference"]["file"]).read_bytes()).hexdigest()
+    return section
 
 
 def io_png(image: Image.Image) -> bytes:

@@ -40,6 +40,7 @@ def test_cli_end_to_end_writes_a_bundle_the_app_loads(tiny_run: tuple[Path, Path
         "model_card.json",
         "drift_report.json",
         "drift_report.html",
+        "embedding_reference.npy",
     }
     float_file = tmp_path / "models" / "tiny-float32.tflite"
     assert float_file.is_file()  # beside the bundle, not in it
@@ -57,6 +58,13 @@ def test_cli_end_to_end_writes_a_bundle_the_app_loads(tiny_run: tuple[Path, Path
     assert tflite["converter"]["tensorflow"] and tflite["runtime"]["version"]
     assert tflite["representative_dataset"]["split"] == "train" and tflite["representative_dataset"]["size"] == 30
     assert card["schema_version"].startswith("1.")
+    # the embedding check: fitted on the int8 model's own embeddings, its reference file beside the model
+    embedding = card["embedding_ood"]
+    reference = (out / embedding["reference"]["file"]).read_bytes()
+    assert embedding["reference"]["sha256"] == hashlib.sha256(reference).hexdigest()
+    assert tflite["embedding_output"]["shape"] == [1, embedding["dimensions"]]
+    assert tflite["output"]["shape"] == [1, len(card["classes"])]
+    assert embedding["fitted_on"] == {"reference": "train", "threshold": "val", "model": "int8"}
     for key in ("n", "accuracy", "macro", "per_class", "confusion_matrix"):
         assert key in card["metrics"]["int8_test"]
     assert drift["gate"]["passed"] and drift["gate"]["thresholds"]["min_agreement_percent"] == 0.0
@@ -125,6 +133,7 @@ def test_gate_failure_keeps_the_old_bundle_then_the_remedy_passes(tiny_run: tupl
         "candidate_model_card.json",
         "drift_report.json",
         "drift_report.html",
+        "embedding_reference.npy",
     }
     report = json.loads((rejected / "drift_report.json").read_text())
     assert not report["gate"]["passed"] and report["drift"]["disagreements"]
@@ -139,7 +148,10 @@ def test_gate_failure_keeps_the_old_bundle_then_the_remedy_passes(tiny_run: tupl
     assert result.returncode == ExitCode.OK, result.stderr[-2000:]
     card = read_card(out / "model_card.json")
     assert not card["tflite"]["integer_only"] and card["tflite"]["float_ops"]
-    assert any("hostile" in name for name in card["tflite"]["float_layers"])
+    # the hostile activation is also the model's embedding output, so it is kept float under the outputs' names
+    names = card["tflite"]["float_layers"]
+    assert any("global_average_pooling" in name for name in names), names
+    assert sum(name.startswith("StatefulPartitionedCall") for name in names) == 2, names
     assert card["drift"]["agreement"] == 1.0 and card["drift"]["gate"]["allow_float_ops"]
     remedy = json.loads((out / "drift_report.json").read_text())["remedy"]
     assert remedy["full_integer"]["agreement"] < 0.99 and remedy["with_float_layers"]["agreement"] == 1.0

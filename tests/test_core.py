@@ -13,7 +13,7 @@ import pytest
 
 from edge_app import settings
 from edge_app.screening import check_size
-from smearscope_core.calibration import softmax, unsure
+from smearscope_core.calibration import softmax, unsure, unsure_benign
 from smearscope_core.errors import DatasetError, ExitCode, InputError, SmearScopeError
 from smearscope_core.files import sha256_of
 from smearscope_core.imaging import ImageError
@@ -34,6 +34,15 @@ def test_abstain_rule_is_strictly_below_threshold() -> None:
     probs = np.array([[0.6, 0.4], [0.9, 0.1], [0.5, 0.5]])
     assert unsure(probs, 0.6).tolist() == [False, False, True]
     assert unsure(probs[0], 0.61) is True and unsure(probs[1], 0.61) is False
+
+
+def test_a_benign_answer_needs_the_benign_bar() -> None:
+    """Classes benign, malignant: a benign top class below ``benign_min`` is referred; a malignant one is not."""
+    malignant = [False, True]
+    probs = np.array([[0.85, 0.15], [0.95, 0.05], [0.15, 0.85]])
+    assert unsure(probs, 0.5, malignant, 0.9).tolist() == [True, False, False]
+    assert unsure(probs, 0.5).tolist() == [False, False, False]  # without the classes' flags: the plain rule
+    assert unsure_benign(probs[0], 0.5, malignant, 0.9) and not unsure_benign(probs[0], 0.9, malignant, 0.9)
 
 
 def test_one_sha256_for_paths_and_bytes(tmp_path: Path) -> None:

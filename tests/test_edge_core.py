@@ -62,6 +62,16 @@ def test_unsure_model_refers(bundle_dir: Path, tiny_tflite: bytes, tmp_path: Pat
     assert "No class, subtype, severity or probability of malignancy is reported" in report
 
 
+def test_a_benign_answer_below_the_benign_bar_is_referred(tiny_tflite: bytes, tmp_path: Path) -> None:
+    card = json.loads((write_bundle(tmp_path / "plain", tiny_tflite) / "model_card.json").read_text())
+    calibration = card["calibration"] | {"benign_min_probability": 0.9}
+    classifier = Screener(write_bundle(tmp_path / "bar", tiny_tflite, {"calibration": calibration})).classifier
+    torn = classifier.result(np.array([0.8, 0.1, 0.1]), "x")
+    assert torn.inconclusive and torn.finding is None and "rule out leukemia" in torn.reasons[0]
+    assert not classifier.result(np.array([0.95, 0.03, 0.02]), "x").inconclusive
+    assert not classifier.result(np.array([0.1, 0.8, 0.1]), "x").inconclusive  # malignant: the plain rule only
+
+
 def referred_result(bundle_dir: Path):
     """A Pro-B-topped result the abstain rule refers (top probability 0.45 < the card's threshold)."""
     result = Screener(bundle_dir).classifier.result(np.array([0.2, 0.35, 0.45]), "case.png")

@@ -17,13 +17,15 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from smearscope_core.calibration import BENIGN_MIN_PROBABILITY
 from smearscope_core.files import MANIFEST_FILE
 from smearscope_core.imaging import RESIZE_POLICY
 from smearscope_core.model_card import SCHEMA_VERSION
+from train.acquisition import acquisition_section
 from train.config import TrainConfig
 from train.dataset import PreparedData, classes_as_dicts
 from train.model import architecture_name
-from train.ood_calibration import ood_summary
+from train.ood_calibration import ood_summary, red_cell_diameter
 
 INTENDED_USE = (
     "Research screening aid for peripheral blood smear images; not a diagnostic device. The malignant-vs-benign "
@@ -121,7 +123,9 @@ def _calibration_section(config: TrainConfig, evaluation: Evaluation) -> dict:
         "temperature": evaluation.temperature,
         "abstain_threshold": evaluation.threshold,
         "abstain_rule": f"refer when the top calibrated probability < threshold; threshold = lowest value at which "
-        f"accepted validation cases reach {config.abstain_target_accuracy:.0%} accuracy, never below 0.5",
+        f"accepted validation cases reach {config.abstain_target_accuracy:.0%} accuracy, never below 0.5; and refer a "
+        "benign top class below benign_min_probability",
+        "benign_min_probability": BENIGN_MIN_PROBABILITY,
         "fitted_on": "val",
         "test_ece_before": test["calibration"]["ece_before"],
         "test_ece_after": test["calibration"]["ece_after"],
@@ -160,5 +164,6 @@ def build_card(
         },
         "calibration": _calibration_section(config, evaluation),
         "ood": evaluation.ood,
+        "acquisition": acquisition_section(config.data, red_cell_diameter(evaluation.ood)),
         "shortcuts": evaluation.shortcuts,
     }

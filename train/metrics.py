@@ -64,8 +64,15 @@ def choose_abstain_threshold(
     return float(confidence.max()) if len(confidence) else floor
 
 
-def selective(y_true: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
-    accepted = ~unsure(probs, threshold)
+def selective(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    malignant: list[bool] | None = None,
+    benign_min: float = 0.0,
+) -> dict:
+    """Coverage and accuracy of the accepted cases under the abstain rule (with the benign rule where given)."""
+    accepted = ~unsure(probs, threshold, malignant, benign_min)
     return {
         "threshold": threshold,
         "coverage": float(accepted.mean()),

@@ -101,6 +101,20 @@ def build_model(
     return model
 
 
+EMBEDDING_OUTPUT = "embedding"
+LOGITS_OUTPUT = "logits"
+
+
+def with_embedding(model: keras.Model) -> keras.Model:
+    """The same network (shared weights) with two named outputs: ``logits`` and ``embedding``, the backbone's pooled
+    features that the dense layer reads. The app's unfamiliarity check measures how far an image's embedding lies
+    from the training images' (smearscope_core.features): what the model sees, not only the image's statistics.
+    Named outputs survive the converter, which may reorder them (the runtime reads them by signature name).
+    """
+    features = model.get_layer(LOGITS_OUTPUT).input  # what the dense layer reads, as the outer graph sees it
+    return keras.Model(model.inputs, {LOGITS_OUTPUT: model.output, EMBEDDING_OUTPUT: features}, name=model.name)
+
+
 def architecture_name(architecture: str) -> str:
     return ARCHITECTURES[architecture].__name__
 

@@ -3,6 +3,11 @@
 Statistics come from the train split and the refusal threshold from the val split (the 99th
 percentile of validation distances, so about 1% of in-distribution images are referred). The
 result goes into the model card under ``ood``; smearscope_core/ood.py documents the features.
+
+``calibrate_run`` (``python -m train --calibrate-ood-only``) refreshes an existing run's refer rules
+that need no retraining: the ``ood`` section, the ``acquisition`` section (train/acquisition.py) and
+the benign bar (``calibration.benign_min_probability``, smearscope_core.calibration). The embedding
+check is fitted later, by conversion, on the int8 model's own embeddings.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from smearscope_core.calibration import BENIGN_MIN_PROBABILITY
 from smearscope_core.console import progress
 from smearscope_core.ood import OodDetector, fit_ood, image_features
+from train.acquisition import acquisition_section
 from train.run_folder import read_run_splits, write_section
 
 
@@ -39,8 +46,16 @@ def ood_summary(section: dict) -> dict:
 
 
 def calibrate_run(run: Path, data: Path) -> dict:
-    """Add (or refresh) the ``ood`` section of an existing run folder's model card."""
+    """Add (or refresh) the ``ood`` and ``acquisition`` sections and the benign bar of an existing run's card."""
     card, splits = read_run_splits(run, data)
     section = calibrate_ood({name: split.images for name, split in splits.items()})
+    card["calibration"]["benign_min_probability"] = BENIGN_MIN_PROBABILITY
+    card["acquisition"] = acquisition_section(data, red_cell_diameter(section))
     write_section(run, card, "ood", section, ood_summary(section))
     return section
+
+
+def red_cell_diameter(section: dict) -> float | None:
+    """The training images' median red-cell diameter in model pixels, from the field-scale calibration."""
+    scale = section.get("field_scale")
+    return float(scale["median"]) if scale else None
