@@ -7,6 +7,7 @@ the page, the batch runner and the tests all call this.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +23,7 @@ from smearscope_core.embedding_ood import EmbeddingCalibrationError, EmbeddingDe
 from smearscope_core.files import sha256_of
 from smearscope_core.imaging import ImageError, model_pixels, open_image
 from smearscope_core.ood import OodDetector
+from smearscope_core.scale import ScaleCheck
 
 NO_OOD_CALIBRATION = (
     "this model has no calibration for unfamiliar images, so no result can be trusted on its own: "
@@ -55,6 +57,10 @@ class Screener:
             raise BundleError(str(error)) from None
         if self.embedding_detector is not None and not self.classifier.model.has_embedding:
             raise BundleError(f"The model in {self.bundle.folder} has no embedding output; its card calibrates one.")
+        try:
+            self.scale_check = ScaleCheck.from_section((self.bundle.card.get("ood") or {}).get("field_scale"))
+        except ValueError as error:
+            raise BundleError(f"{self.bundle.folder}: {error}") from None
         self.size = self.classifier.size
 
     def missing_checks(self) -> list[str]:
@@ -64,6 +70,8 @@ class Screener:
             missing.append("image statistics (colour, focus, texture): every result is referred")
         if self.embedding_detector is None:
             missing.append("what the model sees (its embedding)")
+        if self.scale_check is None:
+            missing.append("the cells' scale (magnification)")
         return missing
 
     def pixels(self, image: Image.Image) -> np.ndarray:
@@ -76,6 +84,9 @@ class Screener:
             reasons, distance = [NO_OOD_CALIBRATION], None
         else:
             reasons, distance = self.detector.reasons(pixels)
+        scale = self.scale_check.check(pixels) if self.scale_check is not None else None
+        if scale is not None and scale.reason:
+            reasons.append(scale.reason)
         outputs = self.classifier.model.run_all(pixels)
         feature_distance = None
         if self.embedding_detector is not None:
@@ -84,6 +95,7 @@ class Screener:
                 reasons.append(reason)
         result = self.classifier.result_from_logits(outputs["logits"], source, reasons)
         result.ood_distance, result.feature_distance = distance, feature_distance
+        result.scale_ratio = scale.ratio if scale is not None and math.isfinite(scale.ratio) else None
         result.image_sha256 = image_sha256
         result.seconds = time.perf_counter() - started
         return result

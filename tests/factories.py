@@ -34,6 +34,7 @@ from smearscope_core.imaging import model_pixels
 from smearscope_core.model_card import SCHEMA_VERSION
 from smearscope_core.ood import fit_ood, image_features
 from smearscope_core.paths import DEFAULT_DATASET
+from smearscope_core.scale import field_scale, fit_scale
 from tests.browser import BANNER, log_tail, stop, wait_until_healthy
 
 if TYPE_CHECKING:
@@ -190,6 +191,9 @@ def write_bundle(folder: Path, tflite: bytes, card_changes: dict | None = None) 
     train = np.array([image_features(model_pixels(im, SIZE)) for im in smears(100, 80)])
     val = np.array([image_features(model_pixels(im, SIZE)) for im in smears(500, 40)])
     card["ood"] = fit_ood(train, val)
+    train_scales, val_scales = ([field_scale(model_pixels(im, SIZE)) for im in smears(start, count)]
+                                for start, count in ((100, 80), (500, 40)))  # fmt: skip
+    card["ood"]["field_scale"] = fit_scale(np.array(train_scales), np.array(val_scales), image_size=SIZE)
     if embedding := embedding_calibration(folder, tflite):
         card["embedding_ood"] = embedding
     card |= card_changes or {}

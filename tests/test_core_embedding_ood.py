@@ -108,3 +108,20 @@ def test_a_tampered_reference_refuses_the_bundle(tmp_path: Path, tiny_tflite: by
     np.save(folder / REFERENCE_FILE, reference[:-1], allow_pickle=False)
     with pytest.raises(BundleError, match="does not match its card"):
         Screener(folder)
+
+
+def test_screener_refers_a_zoomed_field_and_passes_a_larger_camera_frame(tmp_path: Path, tiny_tflite: bytes) -> None:
+    """The magnification check through the app's core: a 2x zoom of a field says "larger"; the same field in a
+    camera frame 3x larger is reduced to the model's size first and passes (smearscope_core.scale)."""
+    from PIL import Image
+
+    screener = Screener(write_bundle(tmp_path / "tiny", tiny_tflite))
+    field = smears(900, 1)[0]
+    side = field.size[0]
+    zoomed = field.resize(field.size, Image.Resampling.BICUBIC, box=(side / 4, side / 4, 3 * side / 4, 3 * side / 4))
+    larger_frame = field.resize((3 * side, 3 * side), Image.Resampling.BICUBIC)
+    as_is, zoom, frame = (screener.screen_image(image, name) for image, name in
+                          ((field, "field"), (zoomed, "zoom"), (larger_frame, "frame")))  # fmt: skip
+    assert zoom.scale_ratio > 1.6 and any("x larger than in the images this model knows" in r for r in zoom.reasons)
+    assert abs(frame.scale_ratio - as_is.scale_ratio) < 0.1
+    assert not any("larger than" in reason for reason in (*as_is.reasons, *frame.reasons))

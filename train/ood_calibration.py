@@ -19,6 +19,7 @@ import numpy as np
 from smearscope_core.calibration import BENIGN_MIN_PROBABILITY
 from smearscope_core.console import progress
 from smearscope_core.ood import OodDetector, fit_ood, image_features
+from smearscope_core.scale import field_scale, fit_scale
 from train.acquisition import acquisition_section
 from train.run_folder import read_run_splits, write_section
 
@@ -33,6 +34,8 @@ def calibrate_ood(pixels: dict[str, np.ndarray]) -> dict:
         for s in ("train", "val", "test")
     }
     section = fit_ood(features["train"], features["val"])
+    scales = {s: np.array([field_scale(p) for p in progress(pixels[s], f"cell scale ({s})")]) for s in ("train", "val")}
+    section["field_scale"] = fit_scale(scales["train"], scales["val"], image_size=int(pixels["train"].shape[1]))
     detector = OodDetector.from_card({"ood": section})
     for split in ("val", "test"):
         flagged = [bool(detector.reasons_for_features(f)[0]) for f in features[split]]
