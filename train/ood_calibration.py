@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from smearscope_core.calibration import BENIGN_MIN_PROBABILITY
-from smearscope_core.console import progress
+from smearscope_core.console import logger, progress
 from smearscope_core.ood import OodDetector, fit_ood, image_features
 from smearscope_core.scale import field_scale, fit_scale
 from train.acquisition import acquisition_section
@@ -35,7 +35,10 @@ def calibrate_ood(pixels: dict[str, np.ndarray]) -> dict:
     }
     section = fit_ood(features["train"], features["val"])
     scales = {s: np.array([field_scale(p) for p in progress(pixels[s], f"cell scale ({s})")]) for s in ("train", "val")}
-    section["field_scale"] = fit_scale(scales["train"], scales["val"], image_size=int(pixels["train"].shape[1]))
+    try:
+        section["field_scale"] = fit_scale(scales["train"], scales["val"], image_size=int(pixels["train"].shape[1]))
+    except ValueError as error:  # too few measurable images (a tiny dataset): no magnification check; the app says so
+        logger("train").info(f"no magnification check: {error}")
     detector = OodDetector.from_card({"ood": section})
     for split in ("val", "test"):
         flagged = [bool(detector.reasons_for_features(f)[0]) for f in features[split]]
