@@ -25,7 +25,7 @@ import tensorflow as tf
 from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_class_weight
 
-from smearscope_core.calibration import softmax
+from smearscope_core.calibration import BENIGN_MIN_PROBABILITY, softmax
 from smearscope_core.console import logger
 from smearscope_core.errors import DatasetError, InputError
 from smearscope_core.files import CARD_FILE, KERAS_FILE, MANIFEST_FILE
@@ -320,7 +320,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy) -> dict:
             "nll_before": float(log_loss(labels[split], raw[split], labels=list(range(len(names))))),
             "nll_after": float(log_loss(labels[split], calibrated[split], labels=list(range(len(names))))),
         }
-        result["abstain"] = selective(labels[split], calibrated[split], threshold)
+        result["abstain"] = selective(labels[split], calibrated[split], threshold, malignant, BENIGN_MIN_PROBABILITY)
         result["predicted_class_counts"] = np.bincount(calibrated[split].argmax(1), minlength=len(names)).tolist()
         results[split] = result
     test = results["test"]
