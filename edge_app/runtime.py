@@ -7,6 +7,7 @@ faster on an int8 MobileNetV3-Small; ``tflite-runtime`` 2.14 remains for older R
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from typing import Any
 
@@ -59,8 +60,20 @@ class TFLiteModel:
 
     def __init__(self, path: str | None = None, content: bytes | None = None, num_threads: int | None = None):
         interpreter_type, self.runtime = interpreter_class()
-        self.interpreter = interpreter_type(model_path=path, model_content=content, num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        self.delegate = "XNNPACK"
+        try:
+            self.interpreter = interpreter_type(model_path=path, model_content=content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except RuntimeError as error:
+            if "XNNPACK" not in str(error):
+                raise
+            # XNNPACK refuses some quantization parameters (measured: an embedding output whose scale is ~1e-8, from
+            # an untrained network); the built-in kernels run any valid model, only slower. Say so, run anyway.
+            resolver = sys.modules[interpreter_type.__module__].OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            self.interpreter = interpreter_type(model_path=path, model_content=content, num_threads=num_threads,
+                                                experimental_op_resolver_type=resolver)  # fmt: skip
+            self.interpreter.allocate_tensors()
+            self.delegate = f"none (XNNPACK refused the model: {str(error).strip().splitlines()[0][:120]})"
         self._lock = threading.Lock()
         self.input = self.interpreter.get_input_details()[0]
         self.named_outputs = self._outputs_by_name()

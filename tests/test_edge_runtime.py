@@ -78,3 +78,24 @@ def test_one_model_serves_concurrent_sessions() -> None:
     for thread in threads:
         thread.join()
     assert not failures, failures[:5]
+
+
+def test_a_model_xnnpack_refuses_runs_on_builtin_kernels(monkeypatch: pytest.MonkeyPatch, tiny_tflite: bytes) -> None:
+    """LiteRT applies XNNPACK by default and fails the whole load when XNNPACK refuses a node (seen with the
+    ~1e-8 embedding scale of an untrained network); the wrapper retries without default delegates and says so."""
+    import numpy as np
+
+    real, distribution = runtime.interpreter_class()
+
+    class Refusing(real):
+        def __init__(self, *args, **kwargs):
+            if "experimental_op_resolver_type" not in kwargs:
+                raise RuntimeError("failed to create XNNPACK runtimeNode number 109 (TfLiteXNNPackDelegate) failed")
+            super().__init__(*args, **kwargs)
+
+    Refusing.__module__ = real.__module__  # where OpResolverType lives
+    monkeypatch.setattr(runtime, "interpreter_class", lambda: (Refusing, distribution))
+    model = runtime.TFLiteModel(content=tiny_tflite, num_threads=1)
+    assert model.delegate.startswith("none (XNNPACK refused the model")
+    outputs = model.run_all(np.zeros((48, 48, 3), np.uint8))
+    assert set(outputs) == {"logits", "embedding"} and np.isfinite(outputs["logits"]).all()
