@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.measure import PROJECT_ROOT, machine_facts, run_script
+from bench.measure import PROJECT_ROOT, limit_suffix, machine_facts, run_script
 from edge_app.classify import Result
 from edge_app.screening import Screener
 from smearscope_core.console import logger, progress
@@ -39,18 +39,28 @@ LISTED_FILES = 20  # silent wrong answers listed in the Markdown (all of them ar
 log = logger("bench")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.external", description=__doc__.split("\n\n")[0])
+def add_bundle_options(parser: argparse.ArgumentParser, limit_help: str) -> None:
+    """``--bundle`` (repeatable), ``--limit`` and ``--out``: the options of the scripts that screen through bundles."""
     parser.add_argument("--bundle", type=Path, action="append", help="a model bundle folder; repeat to compare "
                         "several side by side (default: edge_app/models/default)")  # fmt: skip
-    parser.add_argument("--data", type=Path, default=EXTERNAL_DEV_DATASET, help="folder of image folders")
-    parser.add_argument("--limit", type=int, default=0, help="at most N images per folder, every k-th (0: all)")
+    parser.add_argument("--limit", type=int, default=0, help=limit_help)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
+
+
+def parse_bundle_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, with the default bundle when none is named and a non-negative ``--limit``."""
     args = parser.parse_args(argv)
     args.bundle = args.bundle or [DEFAULT_BUNDLE]
     if args.limit < 0:
         parser.error("--limit must be 0 (all images) or more")
     return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.external", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=EXTERNAL_DEV_DATASET, help="folder of image folders")
+    add_bundle_options(parser, "at most N images per folder, every k-th (0: all)")
+    return parse_bundle_options(parser, argv)
 
 
 @dataclass
@@ -230,13 +240,7 @@ def markdown_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_script(
-        lambda: measure(args, sys.argv[1:] if argv is None else argv),
-        markdown_table,
-        args.out,
-        lambda results: "external" + (f"-limit{results['limit']}" if results["limit"] else ""),
-    )
+    return run_script(argv, parse_args, measure, markdown_table, lambda results: "external" + limit_suffix(results))
 
 
 if __name__ == "__main__":

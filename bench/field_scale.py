@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import sys
 import time
@@ -37,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bench.measure import PROJECT_ROOT, machine_facts
+from bench.measure import PROJECT_ROOT, limit_suffix, machine_facts, run_script
 from smearscope_core.console import logger, progress
-from smearscope_core.errors import ExitCode, InputError, SmearScopeError, report
+from smearscope_core.errors import InputError
 from smearscope_core.imaging import load_rgb, model_pixels
 from smearscope_core.manifest import read_manifest
 from smearscope_core.ood import FEATURE_NAMES, image_features
@@ -344,25 +343,8 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: dict, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    limited = f"-limit{results['limit']}" if results["limit"] else ""
-    stem = out / f"{datetime.now(UTC):%Y-%m-%d}-{results['machine']['host'] or 'host'}-field-scale{limited}"
-    Path(f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")  # not with_suffix: a host name may have dots
-    Path(f"{stem}.md").write_text(markdown_table(results))
-    return stem
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        results = measure(args, sys.argv[1:] if argv is None else argv)
-    except SmearScopeError as error:
-        return report(error)
-    stem = write_results(results, args.out)
-    print(markdown_table(results))
-    log.info(f"wrote {stem}.json and .md")
-    return ExitCode.OK
+    return run_script(argv, parse_args, measure, markdown_table, lambda results: "field-scale" + limit_suffix(results))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ requirements: variants that need TensorFlow are skipped there with a note.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -148,21 +149,32 @@ def write_results(results: dict, out: Path, name: str, markdown: str) -> Path:
 
 
 def run_script(
-    measure: Callable[[], dict], markdown_table: Callable[[dict], str], out: Path, name: Callable[[dict], str]
+    argv: list[str] | None,
+    parse_args: Callable[[list[str] | None], argparse.Namespace],
+    measure: Callable[[argparse.Namespace, list[str]], dict],
+    markdown_table: Callable[[dict], str],
+    name: Callable[[dict], str],
 ) -> int:
-    """The main of a measuring script: measure, write the results files, print the table; one sentence on bad input."""
+    """The main of a measuring script: parse, measure, write the results files into ``--out``, print the table;
+    one sentence on bad input."""
     from smearscope_core.console import logger
     from smearscope_core.errors import ExitCode, SmearScopeError, report
 
+    args = parse_args(argv)
     try:
-        results = measure()
+        results = measure(args, sys.argv[1:] if argv is None else argv)
     except SmearScopeError as error:
         return report(error)
     table = markdown_table(results)
-    stem = write_results(results, out, name(results), table)
+    stem = write_results(results, args.out, name(results), table)
     print(table)
     logger("bench").info(f"wrote {stem}.json and .md")
     return ExitCode.OK
+
+
+def limit_suffix(results: dict) -> str:
+    """``-limitN`` in a results file's name for a quick run, "" for a whole one."""
+    return f"-limit{results['limit']}" if results.get("limit") else ""
 
 
 def machine_facts() -> dict:

@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from bench.external import DEFAULT_BUNDLE, image_folders, load_screeners, reason_kind
-from bench.measure import PROJECT_ROOT, machine_facts, run_script
+from bench.external import add_bundle_options, image_folders, load_screeners, parse_bundle_options, reason_kind
+from bench.measure import PROJECT_ROOT, limit_suffix, machine_facts, run_script
 from bench.shifts import AS_IS, GROUPS, MUST_REFER, OTHER_MICROSCOPE, SAME_SMEAR, SHIFTS, apply_shift
 from edge_app.classify import Result
 from edge_app.screening import Screener
@@ -58,23 +58,15 @@ log = logger("bench")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.outoflab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=Path, action="append", help="a model bundle folder; repeat to compare "
-                        "several (default: edge_app/models/default)")  # fmt: skip
     parser.add_argument("--split", choices=("test", "val"), default="test", help="the manifest split to shift")
     parser.add_argument("--manifest", type=Path, default=PROJECT_ROOT / "runs" / "default" / "manifest.csv")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATASET, help="the dataset the manifest points into")
     parser.add_argument("--external", type=Path, default=EXTERNAL_DEV_DATASET, help="other labs' images "
                         "(skipped with a note where absent)")  # fmt: skip
     parser.add_argument("--no-external", action="store_true", help="do not screen the external-dev images")
-    parser.add_argument("--limit", type=int, default=0, help="at most N split images (and N per external folder), "
-                        "every k-th (0: all)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
-    args = parser.parse_args(argv)
-    args.bundle = args.bundle or [DEFAULT_BUNDLE]
-    if args.limit < 0:
-        parser.error("--limit must be 0 (all images) or more")
-    return args
+    add_bundle_options(parser, "at most N split images (and N per external folder), every k-th (0: all)")
+    return parse_bundle_options(parser, argv)
 
 
 # ---------------------------------------------------------------- scores and tallies
@@ -521,18 +513,11 @@ def markdown_table(results: dict) -> str:
 
 def results_name(results: dict) -> str:
     """The results files' name: outoflab, -val for the validation split, -limitN for a quick run."""
-    return (
-        "outoflab"
-        + ("-val" if results["split"] == "val" else "")
-        + (f"-limit{results['limit']}" if results["limit"] else "")
-    )
+    return "outoflab" + ("-val" if results["split"] == "val" else "") + limit_suffix(results)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_script(
-        lambda: measure(args, sys.argv[1:] if argv is None else argv), markdown_table, args.out, results_name
-    )
+    return run_script(argv, parse_args, measure, markdown_table, results_name)
 
 
 if __name__ == "__main__":

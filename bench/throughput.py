@@ -164,13 +164,7 @@ def markdown_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_script(
-        lambda: measure(args, sys.argv[1:] if argv is None else argv),
-        markdown_table,
-        args.out,
-        lambda results: "throughput",
-    )
+    return run_script(argv, parse_args, measure, markdown_table, lambda results: "throughput")
 
 
 if __name__ == "__main__":

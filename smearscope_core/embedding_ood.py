@@ -97,15 +97,16 @@ def fit_embedding_ood(
     """
     reference = normalise(train).astype(np.float16)
     distances = knn_distances(reference.astype(np.float32), val, k)
+    threshold = float(np.quantile(distances, quantile))
     section = {
         "method": METHOD,
         "output": "embedding",
         "dimensions": int(reference.shape[1]),
         "k": int(k),
-        "threshold": float(np.quantile(distances, quantile)),
+        "threshold": threshold,
         "quantile": float(quantile),
         "reference": {"file": REFERENCE_FILE, "rows": int(reference.shape[0]), "dtype": "float16"},
         "fitted_on": {"reference": "train", "threshold": "val", "model": "int8"},
-        "val_referred_rate": float((distances > np.quantile(distances, quantile)).mean()),
+        "val_referred_rate": float((distances > threshold).mean()),
     }
     return section, reference

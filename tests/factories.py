@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import os
@@ -30,6 +29,7 @@ from edge_app import launcher
 from edge_app.runtime import TFLiteModel
 from edge_app.screening import Screener
 from smearscope_core.embedding_ood import fit_embedding_ood
+from smearscope_core.files import sha256_of
 from smearscope_core.imaging import model_pixels
 from smearscope_core.model_card import SCHEMA_VERSION
 from smearscope_core.ood import fit_ood, image_features
@@ -187,7 +187,7 @@ def write_bundle(folder: Path, tflite: bytes, card_changes: dict | None = None) 
     card = valid_card()
     card["classes"] = copy.deepcopy(CLASSES)
     card["input"] |= {"height": SIZE, "width": SIZE}
-    card["tflite"] = {"sha256": hashlib.sha256(tflite).hexdigest()}
+    card["tflite"] = {"sha256": sha256_of(tflite)}
     train = np.array([image_features(model_pixels(im, SIZE)) for im in smears(100, 80)])
     val = np.array([image_features(model_pixels(im, SIZE)) for im in smears(500, 40)])
     card["ood"] = fit_ood(train, val)
@@ -217,7 +217,7 @@ def embedding_calibration(folder: Path, tflite: bytes) -> dict | None:
 
     section, reference = fit_embedding_ood(embeddings(100, 80), embeddings(500, 40))
     np.save(folder / section["reference"]["file"], reference, allow_pickle=False)
-    section["reference"]["sha256"] = hashlib.sha256((folder / section["reference"]["file"]).read_bytes()).hexdigest()
+    section["reference"]["sha256"] = sha256_of(folder / section["reference"]["file"])
     return section
 
 
