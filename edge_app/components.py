@@ -16,7 +16,7 @@ import streamlit as st
 from PIL import Image
 
 from edge_app.bundle import is_inside
-from edge_app.classify import Result
+from edge_app.classify import Finding, Result
 from edge_app.explain import overlay
 from edge_app.fhir import fhir_bundle
 from edge_app.records import (
@@ -53,11 +53,8 @@ def disclaimer() -> None:
     st.caption(f"⚠️ {DISCLAIMER}")
 
 
-def severity_badge(result: Result) -> str:
-    """The severity indicator of a finding ("" for a referred image: it has no severity)."""
-    finding = result.finding
-    if finding is None:
-        return ""
+def severity_badge(finding: Finding) -> str:
+    """The severity indicator of a finding (a referred image has none, so no badge)."""
     text = f"severity {finding.severity} · {html.escape(finding.severity_word)}"
     return (
         f"<span style='background:{finding.severity_colour};color:white;padding:0.15em 0.55em;"
@@ -93,7 +90,7 @@ def finding_details(result: Result) -> None:
     if finding is None:
         return
     st.markdown(
-        f"Probability of malignancy: **{finding.p_malignant:.1%}** &nbsp; {severity_badge(result)}",
+        f"Probability of malignancy: **{finding.p_malignant:.1%}** &nbsp; {severity_badge(finding)}",
         unsafe_allow_html=True,
     )
     if finding.description:
