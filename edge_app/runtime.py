@@ -120,11 +120,10 @@ class TFLiteModel:
         return self.run_all(pixels)[self.LOGITS]
 
     def run_all(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output, dequantized (float64), by name: ``logits`` always, ``embedding`` where the model has one."""
+        """Every output, dequantized (float64), by signature name: a classifier's ``logits`` (and ``embedding``
+        where it has one), a feature extractor's ``features``; a model without a signature gives ``logits``."""
         batch = self._feed(pixels[None])
-        wanted = {self.LOGITS: self.output}
-        if self.has_embedding:
-            wanted[self.EMBEDDING] = self.named_outputs[self.EMBEDDING]
+        wanted = dict(self.named_outputs) or {self.LOGITS: self.output}
         with self._lock:
             self.interpreter.set_tensor(self.input["index"], batch)
             self.interpreter.invoke()

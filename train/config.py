@@ -45,6 +45,9 @@ AUGMENTATIONS = {
         min_scale=0.7, hue=0.06, saturation=(0.6, 1.4), od_scale=0.25, od_shift=0.05, white_balance=0.1,
         gamma=(0.75, 1.33),
     ),
+    # standard, with magnification up to 2x (crop side down to half): the zoom a clinic's objective or camera
+    # adapter can add; larger changes are left to the app's magnification check (smearscope_core.scale)
+    "zoom": Augmentation(min_scale=0.5),
 }  # fmt: skip
 
 
