@@ -1,0 +1,92 @@
+"""Choosing the default among candidate runs, on validation figures only: ``python -m train.choose RUN [RUN ...]``.
+
+docs/training.md writes the rules down before any candidate's test figures are read; this command computes
+every figure they read, the same way for every candidate, from each run's own model and manifest:
+- val macro-F1 as is, and with each image's colour standardised to the run's training target
+  (``smearscope_core.colour``: the colour-robust figure);
+- the raw model's malignant sensitivity on the validation split as each simulated other microscope
+  (``train.microscopes``) would show it, and the lowest of them.
+The first run named is the incumbent; the later ones are challengers. The 2026-11-25 rule: a challenger
+replaces the incumbent when it qualifies (colour-robust val macro-F1 within ``QUALIFY_GAP`` of its val
+macro-F1), its val macro-F1 is at least ``MIN_VAL_MACRO_F1``, and its lowest simulated-microscope val
+sensitivity is higher than the incumbent's; among several, the one with the highest such sensitivity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from functools import partial
+from pathlib import Path
+
+from smearscope_core.calibration import softmax
+from smearscope_core.colour import colour_target
+from smearscope_core.paths import DEFAULT_DATASET
+from train.metrics import classification_metrics
+from train.run_folder import read_run_splits
+from train.shortcuts import colour_robust, simulated_microscopes, summary
+
+QUALIFY_GAP = 0.01
+MIN_VAL_MACRO_F1 = 0.985
+
+
+def validation_figures(run: Path, data: Path) -> dict:
+    """The figures the rule reads, for one run folder (validation split only)."""
+    from train.model import load_float_model, predict_logits
+
+    card, splits = read_run_splits(run, data)
+    names = [c["name"] for c in card["classes"]]
+    malignant = [bool(c["malignant"]) for c in card["classes"]]
+    temperature = float(card["calibration"]["temperature"])
+    logits_of = partial(predict_logits, load_float_model(run / "model.keras"))
+    val = splits["val"]
+    as_is = summary(classification_metrics(val.labels, softmax(logits_of(val.images), temperature), names, malignant))
+    robust = colour_robust(logits_of, val, colour_target(splits["train"].images), temperature, names, malignant)
+    microscopes = simulated_microscopes(logits_of, val, names, malignant)
+    sensitivities = {name: figures["sensitivity"] for name, figures in microscopes.items()}
+    return {
+        "run": str(run),
+        "val_macro_f1": as_is["macro_f1"],
+        "val_colour_robust_macro_f1": robust["macro_f1"],
+        "qualifies": as_is["macro_f1"] - robust["macro_f1"] <= QUALIFY_GAP,
+        "val_microscope_sensitivity": sensitivities,
+        "lowest_microscope_sensitivity": min(sensitivities.values()),
+    }
+
+
+def choose(candidates: list[dict]) -> dict:
+    """The incumbent (first) unless a challenger passes every condition of the rule; see the module docstring."""
+    incumbent, *challengers = candidates
+    passing = [
+        c
+        for c in challengers
+        if c["qualifies"]
+        and c["val_macro_f1"] >= MIN_VAL_MACRO_F1
+        and c["lowest_microscope_sensitivity"] > incumbent["lowest_microscope_sensitivity"]
+    ]
+    return max(passing, key=lambda c: c["lowest_microscope_sensitivity"]) if passing else incumbent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.choose", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders: the incumbent first, then challengers")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATASET, help="the dataset the runs were trained on")
+    parser.add_argument("--json", type=Path, help="also write the figures and the choice to this file")
+    args = parser.parse_args(argv)
+    candidates = [validation_figures(run, args.data) for run in args.runs]
+    chosen = choose(candidates)
+    for c in candidates:
+        scopes = ", ".join(f"{name} {value:.3f}" for name, value in c["val_microscope_sensitivity"].items())
+        print(
+            f"{c['run']}: val macro-F1 {c['val_macro_f1']:.4f}, colour-robust {c['val_colour_robust_macro_f1']:.4f}"
+            f" ({'qualifies' if c['qualifies'] else 'does not qualify'}); val sensitivity on simulated microscopes:"
+            f" {scopes}; lowest {c['lowest_microscope_sensitivity']:.3f}"
+        )
+    print(f"chosen: {chosen['run']}")
+    if args.json:
+        args.json.write_text(json.dumps({"candidates": candidates, "chosen": chosen["run"]}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
