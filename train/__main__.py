@@ -2,6 +2,7 @@
 
 The options are ``TrainConfig``'s fields (``train/config.py``: each default and help written there
 once), plus three that choose what to run: ``--scan-only``, ``--calibrate-ood-only`` and ``--shortcuts-only``.
+``--finetune RUN --data SITE_DATA`` trains the same way from RUN's weights on a site's images (``train.run``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ log = logger("train")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m train",
-        description="Train a MobileNetV3 smear classifier on a folder-per-class dataset and write a run folder.",
+        description="Train a MobileNetV3 smear classifier on a folder-per-class dataset (or fine-tune a run's on a "
+        "site's images, --finetune) and write a run folder.",
     )
     add_options(parser, TrainConfig)
     parser.add_argument("--scan-only", action="store_true", help="write the manifest and dataset report, then stop")

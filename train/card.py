@@ -46,6 +46,7 @@ class FitResult:
     history: list[dict]
     best_epoch: int
     seconds: float
+    finetuned_from: dict | None = None  # a fine-tune's base run (train.run.BaseRun.record); None: from scratch
 
 
 @dataclass
@@ -114,6 +115,7 @@ def _training_section(config: TrainConfig, data: PreparedData, fit: FitResult, t
             "manifest_sha256": data.manifest_sha256,
             "split_counts": data.counts,
         },
+        **({"finetuned_from": fit.finetuned_from} if fit.finetuned_from else {}),
     }
 
 

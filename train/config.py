@@ -107,6 +107,22 @@ class TrainConfig:
     init_weights: Path | None = field(
         default=None, metadata=option("--init-weights", "local backbone weights file to start from")
     )
+    # Fine-tuning (docs/training.md "Fine-tuning on a site's images"): the same routine, started from a run's weights.
+    finetune: Path | None = field(
+        default=None,
+        metadata=option(
+            "--finetune",
+            "run folder whose float model to fine-tune on --data (a site's images in the run's classes); the "
+            "network's shape and classes are the run's",
+            metavar="RUN",
+        ),
+    )
+    finetune_lr_factor: float = field(
+        default=0.1,
+        metadata=option("--finetune-lr-factor", "a fine-tune's peak learning rate as a fraction of the base run's"),
+    )
+    finetune_epochs: int = field(default=20, metadata=option("--finetune-epochs", "maximum epochs of a fine-tune"))
+    finetune_warmup_epochs: int = 1  # shorter than a run's: the weights are trained already
     strategy: str = field(
         default="default",
         metadata=option(

@@ -3,6 +3,9 @@
 A run folder holds: model.keras (float, no optimizer state), manifest.csv, dataset_report.json/.md,
 metrics.json, confusion_matrix.png/.json, curves.png, history.json and model_card.json.
 
+``--finetune RUN`` is the same run started from RUN's weights (its network shape and class order) with a lower
+peak learning rate, on a site's own images and split; its card records the base run in ``training.finetuned_from``.
+
 Under ``--strategy multiworker`` the same command runs on every machine that ``TF_CONFIG`` lists; each one
 makes the same split, fits its share of every batch and evaluates, and only the chief keeps what it writes
 (docs/training.md, "Training across machines").
@@ -15,7 +18,8 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import replace
+import warnings
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -28,12 +32,12 @@ from sklearn.utils.class_weight import compute_class_weight
 from smearscope_core.calibration import BENIGN_MIN_PROBABILITY, softmax
 from smearscope_core.console import logger
 from smearscope_core.errors import DatasetError, InputError
-from smearscope_core.files import CARD_FILE, KERAS_FILE, MANIFEST_FILE
+from smearscope_core.files import CARD_FILE, KERAS_FILE, MANIFEST_FILE, sha256_of
 from smearscope_core.manifest import check_no_group_leak, load_images, read_manifest, split_counts, write_manifest
-from smearscope_core.model_card import write_card
+from smearscope_core.model_card import ModelCardError, read_card, write_card
 from train.card import Evaluation, FitResult, build_card, build_metrics
 from train.config import STRATEGIES, TrainConfig
-from train.dataset import PreparedData, load_class_metadata, scan_dataset
+from train.dataset import METADATA_FILE, ClassInfo, PreparedData, load_class_metadata, scan_dataset
 from train.dedup import group_duplicates, perceptual_hashes
 from train.input_pipeline import make_dataset
 from train.metrics import (
@@ -44,7 +48,14 @@ from train.metrics import (
     macro_f1,
     selective,
 )
-from train.model import architecture_name, build_model, predict_logits
+from train.model import (
+    ARCHITECTURES,
+    architecture_name,
+    build_model,
+    has_colour_standardisation,
+    load_float_model,
+    predict_logits,
+)
 from train.ood_calibration import calibrate_ood
 from train.plots import plot_confusion_matrix, plot_curves
 from train.report import dataset_report, write_dataset_report
@@ -227,6 +238,104 @@ def _check_same_split(strategy: tf.distribute.Strategy, manifest_sha256: str) ->
         )
 
 
+@dataclass
+class BaseRun:
+    """The run a fine-tune starts from: its classes (in its order), its float model's weights, and the
+    ``training.finetuned_from`` record the fine-tuned run's card keeps."""
+
+    classes: list[ClassInfo]
+    weights: list[np.ndarray]
+    record: dict
+
+
+def _site_class_names(config: TrainConfig) -> list[str]:
+    """The class names a site brings: its manifest's, or its class folders' (as ``scan_dataset`` finds them)."""
+    if config.manifest is not None:
+        return sorted({r.class_name for r in read_manifest(config.manifest)})
+    root = Path(config.data)
+    if not root.is_dir():
+        raise DatasetError(f"The dataset folder {root} does not exist.")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def prepare_finetune(config: TrainConfig) -> tuple[TrainConfig, BaseRun]:
+    """The settings a fine-tune of ``config.finetune`` runs with, and what it starts from.
+
+    The network's shape (architecture, input size, dropout, colour standardisation) is read from the base model, so
+    its weights fit; the peak learning rate is ``finetune_lr_factor`` times the base run's, over ``finetune_epochs``
+    with a shorter warm-up: the training routine itself is unchanged. Refuses a site whose classes are not the base
+    run's (one sentence), before any image is read.
+    """
+    base = Path(config.finetune)
+    if not (base / KERAS_FILE).is_file():
+        raise InputError(f"--finetune {base} is not a training run folder: it has no {KERAS_FILE}.")
+    try:
+        card = read_card(base / CARD_FILE)
+    except ModelCardError as error:
+        raise InputError(f"The base run's model card cannot be used: {error}") from None
+    names = [c["name"] for c in card["classes"]]
+    site = _site_class_names(config)
+    if sorted(site) != sorted(names):
+        raise InputError(
+            f"Fine-tuning needs the base run's classes ({', '.join(names)}) and {config.data} has "
+            f"{', '.join(site) or 'none'}: for a site with its own label set, use the head-only calibration on "
+            f"the run's converted bundle, `python -m edge_app.calibrate {config.data} --base BUNDLE --out SITE_BUNDLE`."
+        )
+    model = load_float_model(base / KERAS_FILE)
+    backbone = next(layer for layer in model.layers if layer.name.startswith("MobileNetV3"))
+    settings = card["training"].get("settings", {})
+    # the factor applies to the from-scratch rate, also when the base is itself a fine-tune (it does not compound)
+    earlier = card["training"].get("finetuned_from", {}).get("settings", {})
+    base_learning_rate = float(earlier.get("base_learning_rate", settings.get("learning_rate", config.learning_rate)))
+    tuned = replace(
+        config,
+        architecture=next(k for k, v in ARCHITECTURES.items() if backbone.name == v.__name__),
+        image_size=int(model.input_shape[1]),
+        dropout=float(model.get_layer("dropout").rate),
+        colour_standardise=has_colour_standardisation(model),
+        xnnpack_hard_swish=bool(settings.get("xnnpack_hard_swish", config.xnnpack_hard_swish)),
+        init_weights=None,
+        learning_rate=base_learning_rate * config.finetune_lr_factor,
+        epochs=config.finetune_epochs,
+        warmup_epochs=config.finetune_warmup_epochs,
+        name=config.name or f"{card['name']}-finetuned-{Path(config.data).name}",
+    )
+    record = {
+        "name": card["name"],
+        "run_folder": str(base),
+        "model_sha256": sha256_of(base / KERAS_FILE),
+        "card_sha256": sha256_of(base / CARD_FILE),
+        "settings": {
+            "learning_rate_factor": config.finetune_lr_factor,
+            "base_learning_rate": base_learning_rate,
+            "learning_rate": tuned.learning_rate,
+            "epochs": tuned.epochs,
+            "warmup_epochs": tuned.warmup_epochs,
+        },
+    }
+    keys = {f.name for f in fields(ClassInfo)}
+    classes = [ClassInfo(**{k: c[k] for k in keys}) for c in card["classes"]]
+    return tuned, BaseRun(classes, model.get_weights(), record)
+
+
+def _with_base_classes(config: TrainConfig, data: PreparedData, base: BaseRun) -> PreparedData:
+    """The site's prepared data in the base run's classes: their order (the model's outputs) and metadata.
+
+    A site ``classes.json`` that calls a class malignant where the base run does not (or the reverse) is refused:
+    the fine-tuned model keeps the base's classes, and its screening figures would silently follow the other.
+    """
+    site = {c.name: c for c in data.classes}
+    metadata = config.classes_file or Path(config.data) / METADATA_FILE
+    differ = [c.name for c in base.classes if c.malignant != site[c.name].malignant]
+    if Path(metadata).is_file() and differ:
+        raise DatasetError(
+            f"{metadata} marks {', '.join(differ)} malignant differently from the base run, whose classes a "
+            "fine-tune keeps: make them agree, or leave the file out to use the base run's class metadata."
+        )
+    names = [c.name for c in base.classes]
+    return replace(data, classes=base.classes, counts=split_counts(data.rows, names))
+
+
 def train(config: TrainConfig) -> dict:
     """Run everything; return the model card.
 
@@ -242,17 +351,30 @@ def train(config: TrainConfig) -> dict:
         )
     if replicas > 1:
         log.info(f"{replicas} replicas in sync: global batch {config.batch_size}, {config.batch_size // replicas} each")
+    base = None
+    if config.finetune is not None:
+        config, base = prepare_finetune(config)
+        log.info(
+            f"fine-tuning {base.record['name']} ({config.finetune}): {architecture_name(config.architecture)} at "
+            f"{config.image_size}px, its classes {[c.name for c in base.classes]} and their metadata, peak learning "
+            f"rate {config.learning_rate:.2e} ({config.finetune_lr_factor} x the base run's)"
+        )
     if strategy.extended.should_checkpoint:  # the chief, or the only process
-        return _train(config, strategy)
+        return _train(config, strategy, base)
     with tempfile.TemporaryDirectory(prefix="smearscope-worker-") as scratch:
         log.info(f"not the chief: writing to {scratch}, deleted at the end (the chief writes {config.out})")
-        return _train(replace(config, out=Path(scratch) / "run"), strategy)
+        return _train(replace(config, out=Path(scratch) / "run"), strategy, base)
 
 
-def _train(config: TrainConfig, strategy: tf.distribute.Strategy) -> dict:
+def _train(config: TrainConfig, strategy: tf.distribute.Strategy, base: BaseRun | None = None) -> dict:
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    data = prepare_data(config)
+    if base is None:
+        data = prepare_data(config)
+    else:
+        with warnings.catch_warnings():  # the class metadata are the base run's, not the site's defaults
+            warnings.filterwarnings("ignore", "No class is marked malignant")
+            data = _with_base_classes(config, prepare_data(config), base)
     if STRATEGIES[config.strategy].cluster:
         _check_same_split(strategy, data.manifest_sha256)
     names = [c.name for c in data.classes]
@@ -276,6 +398,8 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy) -> dict:
             len(names), config.image_size, config.architecture, config.dropout, init_weights=config.init_weights,
             colour_standardise=config.colour_standardise, xnnpack_hard_swish=config.xnnpack_hard_swish,
         )  # fmt: skip
+        if base is not None:
+            model.set_weights(base.weights)
         warmup = min(config.warmup_epochs * steps, max(config.epochs * steps - 1, 0))
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=config.learning_rate / 10 if warmup else config.learning_rate,
@@ -289,6 +413,13 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy) -> dict:
             metrics=["accuracy"],
         )
     stopper = MacroF1EarlyStopping(eval_data["val"], arrays["val"][1], len(names), config.patience, config.epochs)
+    if base is not None:  # where the site's val split stood before: the figure the fine-tune is to beat
+        before = model.predict(eval_data["val"], verbose=0).argmax(1)
+        base.record["val_before"] = {
+            "accuracy": float((before == arrays["val"][1]).mean()),
+            "macro_f1": macro_f1(arrays["val"][1], before, len(names)),
+        }
+        log.info(f"the base model on the site's val split: macro-F1 {base.record['val_before']['macro_f1']:.4f}")
     log.info(
         f"training {architecture_name(config.architecture)} at {config.image_size}px: {len(train_x)} images, "
         f"{steps} steps/epoch, up to {config.epochs} epochs, class weights {np.round(weights, 3).tolist()}"
@@ -343,7 +474,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy) -> dict:
         f"macro-F1 {robust['macro_f1']:.4f}, sensitivity {robust['sensitivity']}, specificity {robust['specificity']}"
     )
     evaluation = Evaluation(results, temperature, threshold, ood, shortcuts)
-    fit = FitResult(stopper.history, stopper.best_epoch, fit_seconds)
+    fit = FitResult(stopper.history, stopper.best_epoch, fit_seconds, base.record if base else None)
     return _write_run(config, data, model, fit, evaluation, time.perf_counter() - started)
 
 
