@@ -30,7 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--calibrate-ood-only",
         action="store_true",
-        help="refresh the out-of-distribution calibration (card section 'ood') of the existing run folder --out",
+        help="refresh the out-of-distribution calibration and the colour reference (card sections 'ood', "
+        "'acquisition', "
+        "'colour_reference') of the existing run folder --out",
     )
     parser.add_argument(
         "--shortcuts-only",

@@ -1,7 +1,8 @@
 """What a training run reports: the model card (``model_card.json``) and ``metrics.json``, as dicts.
 
 ``build_card`` fills every section a run knows (classes, input, preprocessing, training settings and
-environment, float-model metrics, calibration, the unfamiliar-image check); the schema is
+environment, float-model metrics, calibration, the unfamiliar-image check, the training images' colour
+reference for site colour mapping); the schema is
 ``schemas/model_card.schema.json`` (docs/model-card.md). Conversion adds its own sections later.
 Writing the files is ``train.run``'s job.
 """
@@ -20,7 +21,9 @@ import tensorflow as tf
 from smearscope_core.calibration import BENIGN_MIN_PROBABILITY
 from smearscope_core.files import MANIFEST_FILE
 from smearscope_core.imaging import RESIZE_POLICY
+from smearscope_core.manifest import load_images
 from smearscope_core.model_card import SCHEMA_VERSION
+from smearscope_core.stain import colour_reference
 from train.acquisition import acquisition_section
 from train.config import TrainConfig
 from train.dataset import PreparedData, classes_as_dicts
@@ -135,6 +138,17 @@ def _calibration_section(config: TrainConfig, evaluation: Evaluation) -> dict:
     }
 
 
+def colour_reference_section(config: TrainConfig, data: PreparedData) -> dict:
+    """``colour_reference``: the train split's colour statistics that a site's colour mapping aims at
+    (smearscope_core/stain.py), from the images at the model's input size as the split manifest lists them.
+
+    Decoded again here (a few seconds for the default dataset) so that the card needs nothing more from the run.
+    """
+    rows = [row for row in data.rows if row.split == "train"]
+    images, _ = load_images(Path(config.data), rows, config.image_size, [c.name for c in data.classes])
+    return colour_reference(images)
+
+
 def build_card(
     config: TrainConfig, data: PreparedData, fit: FitResult, evaluation: Evaluation, total_seconds: float
 ) -> dict:
@@ -168,4 +182,5 @@ def build_card(
         "ood": evaluation.ood,
         "acquisition": acquisition_section(config.data, red_cell_diameter(evaluation.ood)),
         "shortcuts": evaluation.shortcuts,
+        "colour_reference": colour_reference_section(config, data),
     }

@@ -6,7 +6,8 @@ result goes into the model card under ``ood``; smearscope_core/ood.py documents 
 
 ``calibrate_run`` (``python -m train --calibrate-ood-only``) refreshes an existing run's refer rules
 that need no retraining: the ``ood`` section, the ``acquisition`` section (train/acquisition.py) and
-the benign bar (``calibration.benign_min_probability``, smearscope_core.calibration). The embedding
+the benign bar (``calibration.benign_min_probability``, smearscope_core.calibration), and the train
+split's ``colour_reference`` that site colour mapping aims at (smearscope_core/stain.py). The embedding
 check is fitted later, by conversion, on the int8 model's own embeddings.
 """
 
@@ -20,6 +21,7 @@ from smearscope_core.calibration import BENIGN_MIN_PROBABILITY
 from smearscope_core.console import logger, progress
 from smearscope_core.ood import OodDetector, fit_ood, image_features
 from smearscope_core.scale import field_scale, fit_scale
+from smearscope_core.stain import colour_reference
 from train.acquisition import acquisition_section
 from train.run_folder import read_run_splits, write_section
 
@@ -52,11 +54,13 @@ def ood_summary(section: dict) -> dict:
 
 
 def calibrate_run(run: Path, data: Path) -> dict:
-    """Add (or refresh) the ``ood`` and ``acquisition`` sections and the benign bar of an existing run's card."""
+    """Add (or refresh) the ``ood``, ``acquisition`` and ``colour_reference`` sections and the benign bar of an
+    existing run's card."""
     card, splits = read_run_splits(run, data)
     section = calibrate_ood({name: split.images for name, split in splits.items()})
     card["calibration"]["benign_min_probability"] = BENIGN_MIN_PROBABILITY
     card["acquisition"] = acquisition_section(data, red_cell_diameter(section))
+    card["colour_reference"] = colour_reference(splits["train"].images)
     write_section(run, card, "ood", section, ood_summary(section))
     return section
 
