@@ -31,8 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--calibrate-ood-only",
         action="store_true",
         help="refresh the out-of-distribution calibration and the colour reference (card sections 'ood', "
-        "'acquisition', "
-        "'colour_reference') of the existing run folder --out",
+        "'acquisition', 'colour_reference') of the existing run folder --out",
     )
     parser.add_argument(
         "--shortcuts-only",
