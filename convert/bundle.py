@@ -15,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from convert.report import HTML_FILE, JSON_FILE
+from smearscope_core.embedding_ood import REFERENCE_FILE
 from smearscope_core.errors import InputError
-from smearscope_core.files import CARD_FILE, TFLITE_FILE
+from smearscope_core.files import CARD_FILE, FEATURES_FILE, TFLITE_FILE
 from smearscope_core.model_card import write_card
 
 REJECTED_MODEL_FILE = "candidate.tflite"
 REJECTED_CARD_FILE = "candidate_model_card.json"
-BUNDLE_FILES = {TFLITE_FILE, CARD_FILE, JSON_FILE, HTML_FILE}
+BUNDLE_FILES = {TFLITE_FILE, CARD_FILE, JSON_FILE, HTML_FILE, REFERENCE_FILE, FEATURES_FILE}
 
 
 def rejected_folder(out: Path) -> Path:

@@ -14,10 +14,14 @@ from pathlib import Path
 from convert.gate import Thresholds
 from smearscope_core.errors import InputError
 from smearscope_core.options import option
-from smearscope_core.paths import DEFAULT_DATASET
+from smearscope_core.paths import DEFAULT_DATASET, EXTERNAL_DEV_DATASET
 
 GATE = "gate"
 REMEDY = "diagnosis and remedy"
+FEATURES = "feature extractor (features.tflite, for site calibration; convert/features.py)"
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+NO_FEATURES = "none"
+FEATURE_CHOICES = (EFFICIENTNET_LITE0, NO_FEATURES)
 
 
 @dataclass
@@ -71,6 +75,33 @@ class ConvertConfig:
         ),
     )
     num_threads: int = field(default=1, metadata=option("--threads", "LiteRT threads for the drift evaluation", REMEDY))
+    features: str = field(
+        default=EFFICIENTNET_LITE0,
+        metadata=option(
+            "--features",
+            "the ImageNet feature extractor to put in the bundle as features.tflite (int8), or none",
+            FEATURES,
+            choices=FEATURE_CHOICES,
+        ),
+    )
+    external_data: Path = field(
+        default=EXTERNAL_DEV_DATASET,
+        metadata=option(
+            "--external-data",
+            "other labs' images that calibrate and measure the feature extractor beside the training images "
+            "(left out where the folder is absent)",
+            FEATURES,
+        ),
+    )
+    features_cache: Path | None = field(
+        default=None,
+        metadata=option(
+            "--features-cache",
+            "folder of converted feature extractors, reused when the checkpoint, images and tools are the same "
+            "(default: $XDG_CACHE_HOME/smearscope/features, i.e. ~/.cache/smearscope/features)",
+            FEATURES,
+        ),
+    )
 
     def validate(self) -> None:
         if self.representative_size < 1:
@@ -83,3 +114,5 @@ class ConvertConfig:
             raise InputError("--float-layers must be 0 or more.")
         if self.debug_samples < 1:
             raise InputError("--debug-samples must be at least 1.")
+        if self.features not in FEATURE_CHOICES:
+            raise InputError(f"--features must be one of {', '.join(FEATURE_CHOICES)}.")

@@ -7,7 +7,8 @@ through the shared console style (``smearscope_core.console``), one line per ste
 time; the per-step seconds are kept for the report. The outcome is an ``Outcome``; the CLI turns it
 into an exit status. A run whose card has a colour target (``shortcuts.colour_target``) also gets both
 models' colour-robust figures (``colour_robust``): in the drift report and as the bundle card's
-``shortcuts.colour_robust.int8_test``.
+``shortcuts.colour_robust.int8_test``. Unless ``--features none``, the bundle also gets the ImageNet feature
+extractor ``features.tflite`` and the card's ``features`` section (convert/features.py; cached between runs).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from convert.bundle import (
     default_float_path,
     write_bundle,
 )
-from convert.config import ConvertConfig
+from convert.config import NO_FEATURES, ConvertConfig
 from convert.drift import (
     ModelOutputs,
     colour_robust_drift,
@@ -41,6 +42,8 @@ from convert.drift import (
     per_image,
     tflite_logits,
 )
+from convert.features import SECTION as FEATURES_SECTION
+from convert.features import checkpoint_path, feature_extractor
 from convert.gate import GateResult, evaluate
 from convert.inputs import RunFolder, check_images, class_counts, read_run, stratified_sample
 from convert.inspect_ops import ModelInspection, TensorIO, inspect_model, integer_only_problem
@@ -50,7 +53,7 @@ from smearscope_core.console import logger
 from smearscope_core.embedding_ood import REFERENCE_FILE, fit_embedding_ood
 from smearscope_core.embedding_ood import SECTION as EMBEDDING_SECTION
 from smearscope_core.errors import InputError
-from smearscope_core.files import TFLITE_FILE, sha256_of
+from smearscope_core.files import FEATURES_FILE, TFLITE_FILE, sha256_of
 from smearscope_core.manifest import ManifestRow, load_images
 from smearscope_core.model_card import SCHEMA_VERSION
 
@@ -163,6 +166,9 @@ class Conversion:
     # set by embedding_calibration
     embedding_section: dict
     embedding_reference: bytes  # the .npy file's bytes
+    # set by feature_extractor (None with --features none)
+    features_content: bytes | None = None
+    features_section: dict | None = None
     # set at the end of run() and by build_card / build_report
     timings: dict
     versions: dict
@@ -183,7 +189,10 @@ class Conversion:
         config.validate()
         self.timer = StepTimer()
         self.layers = self.debugger = self.remedy = None
+        self.features_content = self.features_section = None
         self.load_inputs()
+        if config.features != NO_FEATURES:  # a missing weights package is bad input: say so before converting
+            checkpoint_path()
         self.load_model()
         with tempfile.TemporaryDirectory(prefix="smearscope-convert-") as workdir:
             self.export_float(Path(workdir))
@@ -204,6 +213,7 @@ class Conversion:
                     self.apply_remedy()
         self.colour_robust()
         self.embedding_calibration()
+        self.feature_extractor()
         gate = self.chosen.gate
         self.log(gate.sentence)
         self.timings = {**self.timer.timings, "total_seconds": self.timer.total()}
@@ -215,7 +225,8 @@ class Conversion:
         folder = self.write_bundle()
         self.log(
             f"wrote {'bundle' if gate.passed else 'REJECTED candidate'} {folder} "
-            f"({TFLITE_FILE if gate.passed else REJECTED_MODEL_FILE}, card, {JSON_FILE}, {HTML_FILE}); "
+            f"({TFLITE_FILE if gate.passed else REJECTED_MODEL_FILE}, card, {JSON_FILE}, {HTML_FILE}"
+            f"{', ' + FEATURES_FILE if self.features_content is not None else ''}); "
             f"float32 reference {self.float_path} (not shipped)"
         )
         if not gate.passed and config.float_layers == 0 and self.layers and self.layers.get("layers"):
@@ -449,10 +460,23 @@ class Conversion:
             f"{section['quantile']})"
         )
 
+    def feature_extractor(self) -> None:
+        """The bundle's ImageNet feature extractor and its card section (convert/features.py): converted, verified
+        and measured on train and external-dev images, or taken from the cache; nothing with --features none."""
+        config = self.config
+        if config.features == NO_FEATURES:
+            return
+        self.features_content, self.features_section = feature_extractor(
+            self.run_folder, config.data, config.external_data, config.seed, config.features_cache, self.log
+        )
+        self.timer.mark("features")
+
     def write_extras(self, folder: Path) -> None:
-        """The drift reports and the embedding check's reference, into the bundle's staging folder."""
+        """The drift reports, the embedding check's reference and the feature extractor, into the staging folder."""
         write_reports(self.report, folder)
         (folder / REFERENCE_FILE).write_bytes(self.embedding_reference)
+        if self.features_content is not None:
+            (folder / FEATURES_FILE).write_bytes(self.features_content)
 
     def write_float_reference(self) -> None:
         """The float32 .tflite, for comparison only: beside the bundle (or at --float-out), never in it."""
@@ -466,6 +490,8 @@ class Conversion:
         card = copy.deepcopy(run.card)
         card["schema_version"] = SCHEMA_VERSION
         card[EMBEDDING_SECTION] = self.embedding_section
+        if self.features_section is not None:
+            card[FEATURES_SECTION] = self.features_section
         drift = chosen.drift
         card["metrics"]["int8_test"] = {key: drift["int8_metrics"][key] for key in CARD_METRIC_KEYS}
         if "colour_robust" in drift:  # the run's card has shortcuts (training writes them)

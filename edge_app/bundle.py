@@ -5,6 +5,11 @@ A bundle is refused, with a sentence that says why, when its card breaks the sch
 files), when the model's output does not have one value per class in the card, or when its files
 are links that lead out of the bundle folder. Only folders directly under a models folder are
 offered, never a link out of it: the selector cannot be pointed at files elsewhere on the PC.
+
+A bundle whose card has a ``features`` section also holds that feature extractor (``features.tflite``),
+checked the same way (present, inside the folder, same sha256). A site bundle (card section ``site``,
+written by ``python -m edge_app.calibrate``) must name the model it was calibrated on: its ``model.tflite``
+is the base bundle's, so its sha256 must be the one ``site.base.model_sha256`` records.
 """
 
 from __future__ import annotations
@@ -38,6 +43,32 @@ class ModelBundle:
     def class_names(self) -> list[str]:
         return [c["display_name"] for c in self.card["classes"]]
 
+    @property
+    def site(self) -> dict | None:
+        """The card's site calibration (docs/site-calibration.md), or None for a bundle made by conversion."""
+        return self.card.get("site")
+
+    @property
+    def features_path(self) -> Path | None:
+        """The feature extractor the card's ``features`` section names, or None when the bundle has none."""
+        section = self.card.get("features")
+        return self.folder / section["file"] if section else None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What every result from this bundle must show beside it: a site calibration written although it failed
+        its validation gate (``--force``) has not shown on the site's own images that it can be trusted."""
+        site = self.site
+        if site and site["gate"]["forced"]:
+            return [FORCED_WARNING.format(name=site["name"])]
+        return []
+
+
+FORCED_WARNING = (
+    "The site calibration {name} did not pass its local validation gate and was written anyway (--force): its "
+    "results are not validated, so review every image by eye and do not rely on this model's answers."
+)
+
 
 def expected_sha256(card: dict) -> str | None:
     """The sha256 of the .tflite recorded by the conversion stage (card['tflite']['sha256'])."""
@@ -68,7 +99,34 @@ def load_bundle(folder: str | Path) -> ModelBundle:
             f"The model file in {folder} does not match its card (sha256 {actual[:12]}... instead of "
             f"{expected[:12]}...): it was changed or mixed up with another model."
         )
+    _check_features(folder, card)
+    site = card.get("site")
+    if site and site["base"]["model_sha256"] != actual:
+        raise BundleError(
+            f"The site calibration in {folder} was made for another model (sha256 {site['base']['model_sha256'][:12]}"
+            f"...) than its {TFLITE_FILE} ({actual[:12]}...): calibrate again on this model."
+        )
     return ModelBundle(folder, card, actual)
+
+
+def _check_features(folder: Path, card: dict) -> None:
+    """The feature extractor the card names (``features``): in the folder, not a link out of it, same sha256."""
+    section = card.get("features")
+    if not section:
+        return
+    path = folder / section["file"]
+    if not path.is_file():
+        raise BundleError(f"The model folder {folder} has no {section['file']}, the feature extractor its card names.")
+    if not is_inside(path, folder):
+        raise BundleError(
+            f"The model folder {folder} is refused: its {section['file']} is a link to a file outside it."
+        )
+    actual = sha256_of(path)
+    if actual != section["sha256"]:
+        raise BundleError(
+            f"The feature extractor {section['file']} in {folder} does not match its card (sha256 {actual[:12]}... "
+            f"instead of {section['sha256'][:12]}...): it was changed or mixed up with another model."
+        )
 
 
 def is_inside(path: Path, root: Path) -> bool:

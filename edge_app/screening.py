@@ -3,6 +3,10 @@
 decode (smearscope_core.imaging) -> model pixels -> image checks (smearscope_core.ood) -> classify
 (edge_app.classify) -> Result; explain() adds the occlusion heatmap on demand. No Streamlit here:
 the page, the batch runner and the tests all call this.
+
+A site bundle (docs/site-calibration.md) maps the decoded image's colours first, so the image checks measure
+the mapped pixels and its feature vector is what its head reads; its unfamiliarity-of-features check
+(``embedding_ood``) compares that vector with the site's own images'.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from PIL import Image
 from edge_app.bundle import BundleError, ModelBundle, load_bundle
 from edge_app.classify import Classifier, Result
 from edge_app.explain import Heatmap, occlusion_heatmap
+from edge_app.runtime import TFLiteModel
 from edge_app.settings import MAX_UPLOAD_BYTES, MAX_UPLOAD_MB
 from smearscope_core.embedding_ood import EmbeddingCalibrationError, EmbeddingDetector
 from smearscope_core.files import sha256_of
@@ -55,8 +60,12 @@ class Screener:
             self.embedding_detector = EmbeddingDetector.from_card(self.bundle.card, self.bundle.folder)
         except EmbeddingCalibrationError as error:
             raise BundleError(str(error)) from None
-        if self.embedding_detector is not None and not self.classifier.model.has_embedding:
-            raise BundleError(f"The model in {self.bundle.folder} has no embedding output; its card calibrates one.")
+        # the output the feature check reads: the model's embedding, or (a site bundle) the vector its head reads
+        self.embedding_output = (self.bundle.card.get("embedding_ood") or {}).get("output", TFLiteModel.EMBEDDING)
+        if self.embedding_detector is not None and self.embedding_output not in self.classifier.output_names:
+            raise BundleError(
+                f"The model in {self.bundle.folder} has no {self.embedding_output} output; its card calibrates one."
+            )
         try:
             self.scale_check = ScaleCheck.from_section((self.bundle.card.get("ood") or {}).get("field_scale"))
         except ValueError as error:
@@ -75,11 +84,13 @@ class Screener:
         return missing
 
     def pixels(self, image: Image.Image) -> np.ndarray:
-        return model_pixels(image, self.size)
+        """What the classifier takes for this decoded image (a site bundle: colours mapped, at its head's size)."""
+        return model_pixels(self.classifier.map_image(image), self.classifier.input_size)
 
     def screen_image(self, image: Image.Image, source: str = "", image_sha256: str = "") -> Result:
         started = time.perf_counter()
-        pixels = self.pixels(image)
+        image = self.classifier.map_image(image)  # a site bundle's colour mapping; the image itself otherwise
+        pixels = model_pixels(image, self.size)
         if self.detector is None:
             reasons, distance = [NO_OOD_CALIBRATION], None
         else:
@@ -87,10 +98,11 @@ class Screener:
         scale = self.scale_check.check(pixels) if self.scale_check is not None else None
         if scale is not None and scale.reason:
             reasons.append(scale.reason)
-        outputs = self.classifier.model.run_all(pixels)
+        size = self.classifier.input_size
+        outputs = self.classifier.outputs(pixels if size == self.size else model_pixels(image, size))
         feature_distance = None
         if self.embedding_detector is not None:
-            feature_distance = self.embedding_detector.distance(outputs["embedding"])
+            feature_distance = self.embedding_detector.distance(outputs[self.embedding_output])
             if reason := self.embedding_detector.reason(feature_distance):
                 reasons.append(reason)
         result = self.classifier.result_from_logits(outputs["logits"], source, reasons)
@@ -111,4 +123,5 @@ class Screener:
         return self.screen_file(data, name).result
 
     def explain(self, image: Image.Image) -> Heatmap:
+        """The occlusion heatmap of this bundle's answer (a site bundle: its head's, on the mapped image)."""
         return occlusion_heatmap(self.classifier, self.pixels(image))

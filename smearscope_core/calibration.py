@@ -7,6 +7,7 @@ means the same thing in the metrics, the drift report and on screen.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,3 +48,55 @@ def unsure(
 def unsure_benign(probs: np.ndarray, threshold: float, malignant: Sequence[bool], benign_min: float) -> bool:
     """Whether one image is referred by the benign rule alone (for the reason shown to the technician)."""
     return bool(unsure(probs, threshold, malignant, benign_min)) and not bool(unsure(probs, threshold))
+
+
+# Fitting both, from validation data (training) or out-of-fold predictions (a site calibration): one home for each
+# rule, in numpy only, so the edge environment's site calibration fits exactly as training does.
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+THRESHOLD_FLOOR = 0.5
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes (probabilities clipped at 1e-15, as scikit-learn's)."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0))))
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """Temperature T minimising the log-loss of softmax(logits / T) (Guo et al. 2017), by golden-section search on
+    log T over ``TEMPERATURE_BOUNDS`` (to 1e-5 in log T)."""
+    labels = np.asarray(labels)
+    low, high = (math.log(b) for b in TEMPERATURE_BOUNDS)
+    ratio = (math.sqrt(5) - 1) / 2
+
+    def nll(log_t: float) -> float:
+        return log_loss(labels, softmax(logits, math.exp(log_t)))
+
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = nll(a), nll(b)
+    while high - low > 1e-5:
+        if fa <= fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = nll(a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = nll(b)
+    return float(math.exp((low + high) / 2))
+
+
+def choose_abstain_threshold(
+    labels: np.ndarray, probs: np.ndarray, target_accuracy: float = 0.99, floor: float = THRESHOLD_FLOOR
+) -> float:
+    """Lowest top-probability threshold at which the accepted images reach ``target_accuracy``.
+
+    Never below ``floor``: a top probability under it means the model is torn between classes, whatever the
+    fitting data say, so it always refers.
+    """
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(labels)
+    for threshold in np.unique(np.concatenate([[floor], confidence[confidence >= floor]])):
+        accepted = ~unsure(probs, threshold)
+        if accepted.any() and correct[accepted].mean() >= target_accuracy:
+            return float(threshold)
+    return float(confidence.max()) if len(confidence) else floor

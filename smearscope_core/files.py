@@ -12,6 +12,7 @@ from pathlib import Path
 CARD_FILE = "model_card.json"  # in run folders and bundles alike
 KERAS_FILE = "model.keras"  # the float model in a run folder
 TFLITE_FILE = "model.tflite"  # the int8 model in a bundle
+FEATURES_FILE = "features.tflite"  # the int8 ImageNet feature extractor in a bundle (card section features)
 MANIFEST_FILE = "manifest.csv"  # the split manifest in a run folder
 _CHUNK = 1 << 20
 

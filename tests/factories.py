@@ -485,9 +485,15 @@ DEFAULT_RUN = PROJECT_ROOT / "runs" / "default"
 
 
 def run_convert(*args: str) -> subprocess.CompletedProcess:
-    """``python -m convert ARGS`` in a subprocess, from the project root."""
+    """``python -m convert ARGS`` in a subprocess, from the project root; ``--features none`` unless ARGS choose a
+    feature extractor (converting EfficientNet-Lite0 takes about a minute: tests/test_convert_features.py covers it)."""
+    features = () if "--features" in args else ("--features", "none")
     return subprocess.run(
-        [sys.executable, "-m", "convert", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "convert", *args, *features],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
-from smearscope_core.calibration import softmax
-from train.metrics import (
-    choose_abstain_threshold,
-    classification_metrics,
-    expected_calibration_error,
-    fit_temperature,
-    selective,
-)
+from smearscope_core.calibration import choose_abstain_threshold, fit_temperature, log_loss, softmax
+from train.metrics import classification_metrics, expected_calibration_error, selective
 
 NAMES = ["Benign", "Early", "Pre", "Pro"]
 MALIGNANT = [False, True, True, True]
@@ -96,3 +90,19 @@ def test_two_class_dataset_gets_a_roc_auc() -> None:
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
     result = classification_metrics(y_true, probs, ["benign", "blast"], [False, True])
     assert result["roc_auc_ovr_macro"] == 1.0 and result["accuracy"] == 1.0
+
+
+def test_fit_temperature_finds_the_log_loss_minimum_scipy_finds():
+    """The numpy golden-section search (which the edge environment's site calibration also uses) agrees with scipy's
+    bounded minimiser on the same interval."""
+    from scipy.optimize import minimize_scalar
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 200)
+    logits = rng.normal(size=(200, 4)) * 3 + np.eye(4)[labels] * 4
+    ours = fit_temperature(labels, logits)
+    theirs = minimize_scalar(lambda t: sklearn_log_loss(labels, softmax(logits, float(np.exp(t))), labels=range(4)),
+                             bounds=(np.log(0.05), np.log(20.0)), method="bounded").x  # fmt: skip
+    assert abs(np.log(ours) - theirs) < 1e-3
+    assert abs(log_loss(labels, softmax(logits, ours)) - sklearn_log_loss(labels, softmax(logits, ours))) < 1e-9

@@ -1,23 +1,21 @@
 """Clinical metrics (all counts and scores from scikit-learn) and fitting the calibration.
 
-Applying it (softmax with temperature, the abstain rule) is shared with the app and conversion and
-lives in ``smearscope_core.calibration``; fitting it (temperature, threshold) is training's job.
+Applying the calibration (softmax with temperature, the abstain rule) and fitting it (temperature, threshold)
+live in ``smearscope_core.calibration``: training and a site calibration (edge_app/site_fit.py) fit the same way.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     f1_score,
-    log_loss,
     precision_recall_fscore_support,
     roc_auc_score,
 )
 
-from smearscope_core.calibration import softmax, unsure
+from smearscope_core.calibration import unsure
 
 ECE_BINS = 15
 
@@ -34,34 +32,6 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
         if inside.any():
             error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
     return float(error)
-
-
-def fit_temperature(y_true: np.ndarray, logits: np.ndarray) -> float:
-    """Temperature T minimizing the negative log-likelihood of softmax(logits / T) (Guo et al. 2017)."""
-    labels = np.arange(logits.shape[1])
-
-    def nll(log_t: float) -> float:
-        return log_loss(y_true, softmax(logits, float(np.exp(log_t))), labels=labels)
-
-    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(result.x))
-
-
-def choose_abstain_threshold(
-    y_true: np.ndarray, probs: np.ndarray, target_accuracy: float = 0.99, floor: float = 0.5
-) -> float:
-    """Lowest top-probability threshold at which the accepted cases reach ``target_accuracy``.
-
-    Chosen on validation data. Never below ``floor``: a top probability under it means the model
-    is torn between classes, whatever validation says, so it always refers.
-    """
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
-    for threshold in np.unique(np.concatenate([[floor], confidence[confidence >= floor]])):
-        accepted = ~unsure(probs, threshold)
-        if accepted.any() and correct[accepted].mean() >= target_accuracy:
-            return float(threshold)
-    return float(confidence.max()) if len(confidence) else floor
 
 
 def selective(

@@ -29,7 +29,7 @@ import tensorflow as tf
 from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_class_weight
 
-from smearscope_core.calibration import BENIGN_MIN_PROBABILITY, softmax
+from smearscope_core.calibration import BENIGN_MIN_PROBABILITY, choose_abstain_threshold, fit_temperature, softmax
 from smearscope_core.console import logger
 from smearscope_core.errors import DatasetError, InputError
 from smearscope_core.files import CARD_FILE, KERAS_FILE, MANIFEST_FILE, sha256_of
@@ -40,14 +40,7 @@ from train.config import STRATEGIES, TrainConfig
 from train.dataset import METADATA_FILE, ClassInfo, PreparedData, load_class_metadata, scan_dataset
 from train.dedup import group_duplicates, perceptual_hashes
 from train.input_pipeline import make_dataset
-from train.metrics import (
-    choose_abstain_threshold,
-    classification_metrics,
-    expected_calibration_error,
-    fit_temperature,
-    macro_f1,
-    selective,
-)
+from train.metrics import classification_metrics, expected_calibration_error, macro_f1, selective
 from train.model import (
     ARCHITECTURES,
     architecture_name,
