@@ -61,9 +61,10 @@ bench: $(VENV)/.installed $(TFRT_VENV)/.installed
 bench-quick: $(VENV)/.installed
 	$(BIN)/python -m bench --quick
 
-# Launch the app on the bundled default model at http://127.0.0.1:$(PORT) (settings: edge_app/launcher.py).
+# Launch the app on the bundled default model at http://127.0.0.1:$(PORT) (settings: edge_app/launcher.py); a port
+# in use is named with `make app PORT=...` (SMEARSCOPE_LAUNCHED_BY tells the launcher it was started by make).
 app: $(EDGE_VENV)/.installed
-	$(EDGE_VENV)/bin/python -m edge_app.launcher --port $(PORT)
+	SMEARSCOPE_LAUNCHED_BY=make $(EDGE_VENV)/bin/python -m edge_app.launcher --port $(PORT)
 
 # The desktop executable: dist/smearscope/ (one folder) and dist/smearscope-<version>-<platform>.tar.gz.
 build: $(BUILD_VENV)/.installed

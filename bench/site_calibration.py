@@ -23,11 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bench.external import reason_kind
 from bench.measure import PROJECT_ROOT, machine_facts, run_script
 from edge_app.bundle import load_bundle
 from edge_app.classify import Result, map_colours
@@ -155,8 +157,12 @@ def tally(results: list[Result], labels: list[str], malignant: dict[str, bool]) 
         "macro_f1_answered": float(np.mean(f1s)) if answered else None,
         "sensitivity_answered": float(np.mean([r.malignant for r, _ in ill])) if ill else None,
         "specificity_answered": float(np.mean([not r.malignant for r, _ in well])) if well else None,
+        "raw_accuracy": float(np.mean([r.label == t for r, t in zip(results, labels, strict=True)]))
+        if results
+        else None,
         "all_answered_benign": sum(1 for r, _ in ill if not r.malignant),
         "benign_answered_malignant": sum(1 for r, _ in well if r.malignant),
+        "referred_by": dict(Counter(reason_kind(reason) for r in results for reason in r.reasons).most_common()),
     }
 
 
@@ -168,7 +174,9 @@ def screen(screener: Screener, heldout: Heldout, mapping: ColourMapping | None =
 
 
 def site_malignant(side: Path) -> dict[str, bool]:
-    return {name: bool(meta["malignant"]) for name, meta in json.loads((side / CLASSES_FILE).read_text()).items()}
+    """Each class's malignant flag, from the side's classes.json (training's format: {"classes": {name: {...}}})."""
+    metadata = json.loads((side / CLASSES_FILE).read_text())
+    return {name: bool(meta["malignant"]) for name, meta in metadata.get("classes", metadata).items()}
 
 
 def calibrate_variant(variant: Variant, folder: Path, base_folder: Path, out: Path) -> tuple[Screener, dict, float]:
@@ -226,8 +234,8 @@ def learning_curves(args: argparse.Namespace, site: Path, work: Path) -> dict:
 
 def combine(draws: list[dict]) -> dict:
     """The draws' mean of each figure, with min and max, and the draws themselves."""
-    keys = ("referred", "accuracy_answered", "macro_f1_answered", "sensitivity_answered", "specificity_answered",
-            "all_answered_benign", "benign_answered_malignant", "fit_seconds")  # fmt: skip
+    keys = ("referred", "raw_accuracy", "accuracy_answered", "macro_f1_answered", "sensitivity_answered",
+            "specificity_answered", "all_answered_benign", "benign_answered_malignant", "fit_seconds")  # fmt: skip
     out: dict = {"draws": draws}
     for key in keys:
         values = [d[key] for d in draws if d.get(key) is not None]
@@ -353,11 +361,16 @@ def _cell(value: object, form: str = ".3f") -> str:
 
 
 def markdown_table(results: dict) -> str:
-    lines = [f"# Site calibration ({results['command']})", "",
-             "Held-out images of the simulated site, screened with the app's own refer rules; each size is the mean of "
-             f"{results['repeats']} seeded draws (min-max in brackets for the referral rate).", "",
-             "| site | variant | images per class | referred | answered accuracy | answered macro-F1 | sensitivity | "
-             "specificity | ALL answered benign | fit s |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Site calibration ({results['command']})",
+        "",
+        "Held-out images of the simulated site, screened with the app's own refer rules; each size is the mean of "
+        f"{results['repeats']} seeded draws (min-max in brackets for the referral rate).",
+        "",
+        "| site | variant | images per class | referred | raw accuracy | answered accuracy | answered macro-F1 | "
+        "sensitivity | specificity | ALL answered benign | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for key in ("four_label", "two_label"):
         block = results.get(key)
         if not block:
@@ -368,7 +381,8 @@ def markdown_table(results: dict) -> str:
                 referred = _cell(f.get("referred")) + (f" ({span[0]:.3f}-{span[1]:.3f})" if span else "")
                 site = Path(block["site"]).name
                 lines.append(
-                    f"| {site} | {variant} | {size} | {referred} | {_cell(f.get('accuracy_answered'))}"
+                    f"| {site} | {variant} | {size} | {referred} | {_cell(f.get('raw_accuracy'))} | "
+                    f"{_cell(f.get('accuracy_answered'))}"
                     f" | {_cell(f.get('macro_f1_answered'))} | {_cell(f.get('sensitivity_answered'))} | "
                     f"{_cell(f.get('specificity_answered'))} | {_cell(f.get('all_answered_benign'), '.1f')} | "
                     f"{_cell(f.get('fit_seconds'), '.1f')} |"
@@ -389,12 +403,14 @@ def markdown_table(results: dict) -> str:
         for key, figures in external.items():
             if isinstance(figures, dict):
                 task, features = key.split(" | ", 1)
+                features = features.replace(" | ", ", ")
                 lines.append(f"| {task} | {features} | {figures['accuracy']:.3f} | {figures['macro_f1']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
 def results_name(results: dict) -> str:
-    return "site-calibration" + (f"-limit{results['limit']}" if results.get("limit") else "")
+    site = Path(results["four_label"]["site"]).name
+    return f"site-calibration-{site}" + (f"-limit{results['limit']}" if results.get("limit") else "")
 
 
 def main(argv: list[str] | None = None) -> int:

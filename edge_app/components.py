@@ -1,4 +1,5 @@
-"""Small Streamlit components of the page. All decisions are made in the inference core; these only show.
+"""Small Streamlit components of the page. All decisions are made in the inference core and in edge_app.cases;
+these only show.
 
 No dataframe or chart elements (they pull pyarrow, pandas and altair into the desktop build):
 tables and bars are plain Markdown/HTML.
@@ -8,45 +9,24 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import random
-from dataclasses import dataclass
 
 import streamlit as st
 from PIL import Image
 
 from edge_app.bundle import is_inside
+from edge_app.cases import Case, Field, has_subtypes, rule_sentence, shown_time
 from edge_app.classify import Finding, Result
-from edge_app.explain import overlay
-from edge_app.fhir import fhir_bundle
-from edge_app.records import (
-    DISCLAIMER,
-    REVIEW_CHOICES,
-    SUBTYPE_NOTE,
-    History,
-    case_report_html,
-    has_subtypes,
-    subtype_note,
-)
+from edge_app.explain import occlusion_heatmap, overlay
+from edge_app.records import DISCLAIMER, REVIEW_CHOICES, SUBTYPE_NOTE, History, now, subtype_note
 from edge_app.screening import Screener
+from smearscope_core.imaging import resize_for_model
 
 NO_SHORTCUT_FIGURES = (
     "This model's colour-robust figures were not measured (its card has no `shortcuts` section), so how much "
     "its test figures owe to the colour of the training photos is unknown."
 )
-
-
-@dataclass
-class Case:
-    """One screened image as the page keeps it between reruns."""
-
-    key: str
-    result: Result
-    image: Image.Image
-    when: str
-    history_id: int | None = None
-    review: str = ""
-    note: str = ""
+VERDICT_COLOURS = {"suspected": "#c62828", "negative": "#2e7d32", "refer": "#6a1b9a"}
 
 
 def disclaimer() -> None:
@@ -123,63 +103,153 @@ def model_details(result: Result) -> None:
                    f" · screened in {result.seconds * 1000:.0f} ms")  # fmt: skip
 
 
-def result_card(screener: Screener, case: Case, history: History) -> None:
-    """Preview, verdict, finding (malignancy, severity, probabilities), heatmap on demand, review, downloads."""
-    result, image, key = case.result, case.image, case.key
+def same_model(screener: Screener, result: Result) -> bool:
+    """Whether this screener's model gave the result (a heatmap from another model would explain another answer)."""
+    return (result.model_name, result.model_sha256) == (screener.bundle.name, screener.bundle.sha256)
+
+
+def field_heatmap(screener: Screener, item: Field) -> Image.Image | None:
+    """The occlusion heatmap over the square the model sees (the centre of the thumbnail), computed once from
+    the field's model pixels; None without pixels or when another model screened the field."""
+    if item.pixels is None or item.thumbnail is None or not same_model(screener, item.result):
+        return None
+    if item.heat is None:
+        item.heat = occlusion_heatmap(screener.classifier, item.pixels).heat
+    square = resize_for_model(item.thumbnail, min(item.thumbnail.size))  # the model's crop, at thumbnail size
+    return overlay(square, item.heat)
+
+
+def field_card(screener: Screener, item: Field, history: History, view: str) -> None:
+    """Thumbnail, verdict, finding (malignancy, severity, probabilities), heatmap on demand, review."""
+    result, key = item.result, f"{view}-{item.key}"
     with st.container(border=True):
         left, right = st.columns([1, 2])
         with left:
-            st.image(image, caption=result.source, width="stretch")
+            if item.thumbnail is not None:
+                st.image(item.thumbnail, caption=result.source, width="stretch")
+            else:
+                st.caption(f"{result.source} (image not kept)")
         with right:
             verdict_banner(result)
+            for warning in result.warnings:
+                st.warning(warning)
             finding_details(result)
-            if st.toggle("Show what the model looked at", key=f"heat-{key}"):
-                heatmap = screener.explain(image)
-                st.image(overlay(image, heatmap.heat), width="stretch",
-                         caption="Occlusion heatmap: bright = hiding this region weakens the result most")  # fmt: skip
+            if item.also_named:
+                st.caption(f"The same image was added again as {', '.join(item.also_named)}: it is in the case once.")
+            if item.pixels is not None and st.toggle("Show what the model looked at", key=f"heat-{key}"):
+                heatmap = field_heatmap(screener, item)
+                if heatmap is None:
+                    st.caption("No heatmap: another model screened this field.")
+                else:
+                    st.image(heatmap, width="stretch", caption="Occlusion heatmap on the square the model sees: "
+                             "bright = hiding this region weakens the result most")  # fmt: skip
             model_details(result)
-            review_controls(case, history)
-            stem = result.source.rsplit(".", 1)[0]
-            report, fhir = st.columns(2)
-            report.download_button(
-                "Printable report (HTML)",
-                case_report_html(result, image, case.when, screener.bundle.card.get("created", "")),
-                file_name=f"smearscope-{stem}.html",
-                mime="text/html",
-                key=f"report-{key}",
-            )
-            fhir.download_button(
-                "FHIR R4 export (JSON)",
-                json.dumps(fhir_bundle(result, case.when, case.review, case.note), indent=2),
-                file_name=f"smearscope-{stem}.fhir.json",
-                mime="application/fhir+json",
-                key=f"fhir-{key}",
-            )
+            review_controls(item, history, key)
 
 
-def review_controls(case: Case, history: History) -> None:
-    """The technician's confirm/override and note, saved into the history row of this case."""
-    with st.expander("Technician review" + (f": {case.review}" if case.review else "")):
-        review = st.selectbox("Review", REVIEW_CHOICES, index=REVIEW_CHOICES.index(case.review),
-                              format_func=lambda c: c or "(not reviewed)", key=f"review-{case.key}")  # fmt: skip
-        note = st.text_input("Note", value=case.note, key=f"note-{case.key}")
-        if st.button("Save review", key=f"save-{case.key}"):
-            case.review, case.note = review, note
-            if case.history_id is not None and history.review(case.history_id, review, note):
-                st.success("Review saved in the history.")
-            else:
-                st.info("Review kept for this session's exports (history is off).")
+def review_controls(item: Field, history: History, key: str) -> None:
+    """The technician's confirm/override and note, saved into the field's history row; the confirmation stays
+    on the card (a watched folder's refresh does not wipe it)."""
+    with st.expander("Technician review" + (f": {item.review}" if item.review else "")):
+        review = st.selectbox("Review", REVIEW_CHOICES, index=REVIEW_CHOICES.index(item.review),
+                              format_func=lambda c: c or "(not reviewed)", key=f"review-{key}")  # fmt: skip
+        note = st.text_input("Note", value=item.note, key=f"note-{key}")
+        if st.button("Save review", key=f"save-{key}"):
+            save_review(item, history, review, note)
+        review_confirmation(item)
+
+
+def save_review(item: Field, history: History, review: str, note: str) -> None:
+    item.review, item.note = review, note
+    saved = item.history_id is not None and history.review(item.history_id, review, note)
+    item.review_saved = now() if saved else ""
+    if not saved:
+        st.info("Review kept for this session's exports (history is off).")
+
+
+def review_confirmation(item: Field) -> None:
+    if item.review_saved:
+        st.success(f"Review saved in the history ({shown_time(item.review_saved)}): "
+                   f"{item.review or 'not reviewed'}" + (f" · {item.note}" if item.note else ""))  # fmt: skip
+
+
+def case_summary(case: Case) -> None:
+    """The slide-level summary and the case verdict (as Markdown, not an alert: the alerts are the fields')."""
+    verdict, summary = case.verdict, case.summary
+    parts = [f"**{summary.screened}** field{'s' if summary.screened != 1 else ''} screened",
+             f"{summary.referred} referred", f"{summary.assessed} assessed"]  # fmt: skip
+    if summary.per_class:
+        parts.append("assessed per class: " + ", ".join(f"{n} {html.escape(c)}" for c, n in summary.per_class))
+    if summary.max_p_malignant is not None and summary.mean_p_malignant is not None:
+        parts.append(f"P(malignant) over assessed fields: highest {summary.max_p_malignant:.1%}, "
+                     f"mean {summary.mean_p_malignant:.1%}")  # fmt: skip
+    parts.append(f"reviewed {summary.reviewed} of {summary.screened} ({summary.overridden} overridden)")
+    st.markdown(" · ".join(parts))
+    subtype = f"<br><small>{html.escape(SUBTYPE_NOTE)}</small>" if verdict.subtype else ""
+    st.markdown(
+        f"<div style='border-left:0.4em solid {VERDICT_COLOURS[verdict.outcome]};padding:0.3em 0.8em;"
+        f"margin:0.3em 0'><b>Case verdict: {html.escape(verdict.text)}</b><br>{html.escape(verdict.reason)}"
+        f"{subtype}</div>",
+        unsafe_allow_html=True,
+    )
+    st.caption(rule_sentence())
 
 
 def results_table(rows: list[dict]) -> None:
-    """Export rows (``records.csv_row`` or history rows) as a table; a referred row shows "-" for every finding."""
-    header = "| image | verdict | confidence | P(malignant) | severity |\n|---|---|---|---|---|\n"
+    """Export rows (``records.case_rows``) as a table; a referred row shows "-" for every finding."""
+    header = (
+        "| time | image | verdict | confidence | P(malignant) | severity | reasons | review | note |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
     body = "".join(
-        f"| {html.escape(str(r['source']))} | {html.escape(str(r['verdict']))} | {_percent(r, 'confidence')} | "
-        f"{_percent(r, 'p_malignant')} | {'-' if _referred(r) else r['severity']} |\n"
+        f"| {_cell(str(r['local_time'])[:16].replace('T', ' '))} | {_cell(r['source'])} | {_cell(r['verdict'])} | "
+        f"{_percent(r, 'confidence')} | {_percent(r, 'p_malignant')} | {'-' if _referred(r) else r['severity']} | "
+        f"{_cell(r['reasons'])} | {_cell(r['review'])} | {_cell(r['note'])} |\n"
         for r in rows
     )
     st.markdown(header + body)
+
+
+def batch_table(screened: list[tuple[str, Field]]) -> None:
+    """A batch's files, each by the name it came under, with its field's verdict; a file whose image is already
+    a field of the case (under another name) says so instead of counting twice."""
+    header = "| file | verdict | confidence | P(malignant) | severity | field |\n|---|---|---|---|---|---|\n"
+    rows = []
+    for name, item in screened:
+        result, finding = item.result, item.result.finding
+        field = "this file" if name == result.source else f"the same image as {_cell(result.source)}"
+        rows.append(
+            f"| {_cell(name)} | {_cell(result.verdict)} | {f'{finding.confidence:.1%}' if finding else '-'} | "
+            f"{f'{finding.p_malignant:.1%}' if finding else '-'} | {finding.severity if finding else '-'} | "
+            f"{field} |\n"
+        )
+    st.markdown(header + "".join(rows))
+
+
+def case_label(case: Case) -> str:
+    """A saved case in one line, for the History tab's chooser."""
+    info = case.info  # no counts or verdict here: the choice must stay the same while the case grows
+    return info.title if info.unassigned else f"{info.sample_id} · opened {shown_time(info.opened_utc, info)}"
+
+
+def cases_table(cases: list[Case]) -> None:
+    """Saved cases, one row each: identifiers, local opening time, fields, referred, verdict, review, state."""
+    header = (
+        "| sample ID | patient | operator | opened | fields | referred | verdict | reviewed | case |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for case in cases:
+        info, summary = case.info, case.summary
+        verdict = "-" if info.unassigned else case.verdict.text
+        state = "-" if info.unassigned else ("closed" if info.closed_utc else "open")
+        opened = shown_time(info.opened_utc, info) if info.opened_utc else "-"
+        rows.append(
+            f"| {_cell(info.title)} | {_cell(info.patient_ref or '-')} | {_cell(info.operator or '-')} | {opened} | "
+            f"{summary.screened} | {summary.referred} | {_cell(verdict)} | {summary.reviewed} of {summary.screened} | "
+            f"{state} |\n"
+        )
+    st.markdown(header + "".join(rows))
 
 
 def _referred(row: dict) -> bool:
@@ -282,8 +352,8 @@ def model_summary(screener: Screener) -> None:
 
 
 def _cell(text: object) -> str:
-    """Card text as one Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Text as one Markdown table cell (HTML escaped, one line, pipes escaped)."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
 
 
 def shortcut_figures(shortcuts: dict | None) -> None:

@@ -47,6 +47,7 @@ PYPROJECT = ROOT / "pyproject.toml"  # the app's version has one home; the execu
 CONFIG_TOML = APP_SCRIPT.parent / ".streamlit" / "config.toml"
 PER_RUN = frozenset({"server.port"})  # chosen on each start: left out of CONFIG_TOML (Streamlit's default, 8501)
 LOG_NAME = "smearscope.log"
+LAUNCHED_BY_ENV = "SMEARSCOPE_LAUNCHED_BY"  # "make" when `make app` starts the launcher (Makefile): its port is PORT=
 LOGGER = logging.getLogger("smearscope.launcher")
 
 
@@ -128,6 +129,16 @@ def port_is_free(port: int, host: str = HOST) -> bool:
         except OSError:
             return False
         return True
+
+
+def port_in_use(port: int, environ: dict[str, str] | None = None) -> str:
+    """The sentence for a port already taken, naming the way to choose another that fits how the app was started:
+    ``make app PORT=N`` when started by make (its PORT variable sets --port), else ``--port N``."""
+    environ = os.environ if environ is None else environ
+    spare = next((p for p in range(port + 1, min(port + 50, 65535) + 1) if port_is_free(p)), None)
+    number = str(spare) if spare is not None else "N"
+    how = f"`make app PORT={number}`" if environ.get(LAUNCHED_BY_ENV) == "make" else f"--port {number}"
+    return f"Port {port} on {HOST} is in use: close the other program or choose another port with {how}."
 
 
 def port_number(text: str) -> int:
@@ -339,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> ExitCode:
         return ExitCode.OK
     port = args.port or free_port()
     if args.port and not port_is_free(port):
-        print(f"Port {port} on {HOST} is in use: close the other program or choose another with --port.")
+        print(port_in_use(port))
         return ExitCode.BAD_INPUT
     log_path = log_to_file()
     url = f"http://{HOST}:{port}"

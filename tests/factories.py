@@ -438,7 +438,7 @@ def check_in_browser(
         uploader.locator("input[type=file]").set_input_files(batch)
         page.locator('[data-testid="stAlert"]').filter(has_text=BAD_FILE_LINE).wait_for()
         if real:  # a real photograph: screened too (a result or a referral, depending on the model)
-            page.get_by_text(re.compile(r"^2 images screened")).wait_for()
+            page.get_by_text("Fields of this case (2)").wait_for()  # the case's table: the smear and the photograph
             page.locator('[data-testid="stImageCaption"]', has_text=real[0].name).wait_for()
         wait_until_idle(page)
         if not expected.inconclusive:
@@ -456,7 +456,7 @@ def check_in_browser(
         caption.wait_for()
         wait_until_idle(page)
         blocks = page.locator('[data-testid="stVerticalBlock"]').filter(has=caption)
-        card = blocks.filter(has_text="Printable report").last.inner_text()  # the innermost: the grey image's card
+        card = blocks.filter(has_text="Technician review").last.inner_text()  # the innermost: the grey image's card
         assert REFERRAL in card and "Model details (not a result)" in card
         assert finding_texts_in(card) == [], card
         assert_page_healthy(page, watch)

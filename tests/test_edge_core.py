@@ -18,6 +18,8 @@ import pytest
 from PIL import Image
 
 from edge_app.bundle import BundleError, list_bundles, load_bundle
+from edge_app.cases import Case, CaseInfo, Field, thumbnail
+from edge_app.classify import Result
 from edge_app.fhir import fhir_bundle
 from edge_app.records import CSV_FIELDS, SUBTYPE_NOTE, History, case_report_html, csv_row, results_csv
 from edge_app.screening import NO_OOD_CALIBRATION, Screener
@@ -29,6 +31,12 @@ from tests.factories import CLASSES, PROJECT_ROOT, SIZE, finding_texts_in, io_pn
 @pytest.fixture
 def bundle_dir(tmp_path: Path, tiny_tflite: bytes) -> Path:
     return write_bundle(tmp_path / "models" / "tiny", tiny_tflite)
+
+
+def one_field(result: Result, when: str = "2026-11-25T10:00:00+00:00", review: str = "", note: str = "") -> Case:
+    """A case of one field (the exports are per case), with a thumbnail of a smear."""
+    item = Field("k", result, when, thumbnail(smears(900, 1)[0]), review=review, note=note)
+    return Case(CaseInfo("LAB-1", opened_utc=when), [item])
 
 
 def test_screening_gives_a_complete_result(bundle_dir: Path) -> None:
@@ -58,7 +66,7 @@ def test_unsure_model_refers(bundle_dir: Path, tiny_tflite: bytes, tmp_path: Pat
     result = Screener(strict).screen_image(smears(900, 1)[0], "x")
     assert result.inconclusive and result.verdict.startswith("Inconclusive")
     assert "unsure" in result.reasons[0]
-    report = case_report_html(result, smears(900, 1)[0], "t")
+    report = case_report_html(one_field(result))
     assert "No class, subtype, severity or probability of malignancy is reported" in report
 
 
@@ -96,17 +104,19 @@ def test_a_referred_result_exports_no_finding(bundle_dir: Path, tmp_path: Path) 
     assert (saved["outcome"], saved["class"], saved["severity"], saved["confidence"]) == ("refer", "", "", "")
     assert history.recent(verdict="Pro") == [] and len(history.recent(only_referred=True)) == 1
 
-    page = case_report_html(result, smears(900, 1)[0], "2026-11-25T10:00:00+00:00")
+    page = case_report_html(one_field(result))
     body = page.split("<body>", 1)[1]
     assert "Inconclusive - refer for manual review" in body and "unsure" in body
     assert finding_texts_in(body.replace("No class, subtype, severity or probability of malignancy", "")) == []
 
-    exported = fhir_bundle(result, "2026-11-25T10:00:00+00:00")
-    report, observation = (e.resource for e in Bundle.model_validate(exported).entry)
+    exported = fhir_bundle(one_field(result), "2026-11-25T10:00:00+00:00")
+    report, _, observation = (e.resource for e in Bundle.model_validate(exported).entry)
     assert observation.interpretation[0].coding[0].code == "IND"
     assert observation.valueCodeableConcept.coding is None
-    assert [c.code.text for c in observation.component] == ["Inconclusive: refer for manual review"]
-    assert report.conclusionCode is None and "unsure" in report.conclusion
+    assert [c.code.text for c in observation.component] == [
+        "Image file name", "Image SHA-256", "Inconclusive: refer for manual review"]  # fmt: skip
+    assert report.conclusionCode is None and "Every field was referred" in report.conclusion
+    assert any("unsure" in note.text for note in observation.note)
     assert "urn:smearscope:class" not in json.dumps(exported) and finding_texts_in(json.dumps(exported)) == []
 
 
@@ -178,9 +188,9 @@ def test_exports_and_history(bundle_dir: Path, tmp_path: Path) -> None:
     result = screener.screen_bytes(data, "case <1>.png")
     assert result.image_sha256 == hashlib.sha256(data).hexdigest()
     row = csv_row(result, "2026-11-24T10:00:00+00:00", "confirmed", "agree")
-    text = results_csv([row, row])
+    text = results_csv([row, row], CSV_FIELDS)
     assert text.splitlines()[0] == ",".join(CSV_FIELDS) and len(text.splitlines()) == 3
-    page = case_report_html(result, image, "2026-11-24T10:00:00+00:00")
+    page = case_report_html(one_field(result, "2026-11-24T10:00:00+00:00"))
     assert "data:image/jpeg;base64," in page and "case &lt;1&gt;.png" in page
     assert "not a diagnostic device" in page and result.model_sha256 in page
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
@@ -197,6 +207,7 @@ def test_exports_and_history(bundle_dir: Path, tmp_path: Path) -> None:
     assert [r["id"] for r in history.recent(text="lymphocytes")] == [first]
     assert [r["id"] for r in history.recent(since="2026-11-24")] == [second]
     assert [r["id"] for r in history.recent(verdict=result.verdict)] == [second, first]
+    assert [r["id"] for r in history.recent(verdict=result.verdict.lower()[:4])] == [second, first]  # any case, part
     assert history.recent(verdict="no such class") == []
     assert history.recent(only_referred=True) == ([] if not result.inconclusive else history.recent())
     stored = list((history.images).iterdir())
@@ -209,20 +220,20 @@ def test_fhir_export_is_valid_r4_structure(bundle_dir: Path) -> None:
     from fhir.resources.R4B.bundle import Bundle
 
     result = Screener(bundle_dir).screen_bytes(io_png(smears(900, 1)[0]), "case.png")
-    exported = fhir_bundle(result, "2026-11-24T10:00:00+00:00", "confirmed", "agree")
+    exported = fhir_bundle(one_field(result, review="confirmed", note="agree"), "2026-11-24T10:00:00+00:00")
     parsed = Bundle.model_validate(json.loads(json.dumps(exported)))
-    report, observation = (e.resource for e in parsed.entry)
+    report, _, observation = (e.resource for e in parsed.entry)
     assert report.__resource_type__ == "DiagnosticReport" and observation.__resource_type__ == "Observation"
     assert report.status == observation.status == "preliminary"
-    assert report.result[0].reference == parsed.entry[1].fullUrl
+    assert report.result[0].reference == parsed.entry[2].fullUrl
     if result.inconclusive:  # no class code for a referral (test_a_referred_result_exports_no_finding)
         result = Screener(bundle_dir).classifier.result(np.array([0.05, 0.9, 0.05]), "case.png")
         assert not result.inconclusive
-        exported = fhir_bundle(result, "2026-11-24T10:00:00+00:00", "confirmed", "agree")
+        exported = fhir_bundle(one_field(result, review="confirmed", note="agree"), "2026-11-24T10:00:00+00:00")
         parsed = Bundle.model_validate(json.loads(json.dumps(exported)))
-        report, observation = (e.resource for e in parsed.entry)
+        report, _, observation = (e.resource for e in parsed.entry)
     assert observation.valueCodeableConcept.coding[0].code == result.label
-    assert report.conclusionCode[0].coding[0].code == result.label
+    assert report.conclusionCode is None  # one malignant field is not a case finding (edge_app/cases.py)
     assert observation.interpretation[0].coding[0].code == ("A" if result.malignant else "N")
     values = {c.code.text.split(" (")[0]: c for c in observation.component}
     malignancy = float(values["Probability of malignancy"].valueQuantity.value)
@@ -246,10 +257,9 @@ def test_subtype_sentence_only_where_a_malignant_subtype_is_named(
 
     result = Screener(bundle_dir).classifier.result(np.array(probabilities), "case.png")
     assert (result.malignant and not result.inconclusive) is named
-    assert (SUBTYPE_NOTE in case_report_html(result, smears(900, 1)[0], "t")) is named
-    parsed = Bundle.model_validate(fhir_bundle(result, "2026-11-24T10:00:00+00:00"))
-    report, observation = (e.resource for e in parsed.entry)
-    assert (SUBTYPE_NOTE in report.conclusion) is named
+    assert (SUBTYPE_NOTE in case_report_html(one_field(result))) is named
+    parsed = Bundle.model_validate(fhir_bundle(one_field(result), "2026-11-24T10:00:00+00:00"))
+    observation = parsed.entry[2].resource
     assert any(n.text == SUBTYPE_NOTE for n in observation.note or []) is named
 
 
@@ -292,6 +302,16 @@ def test_page_screens_uploads_headless(bundle_dir: Path, tmp_path: Path, monkeyp
     assert not app.exception
     assert any("Review saved" in m.value for m in app.success)
     assert any("| a.png |" in m.value for m in app.markdown)
+    assert any("| confirmed |" in m.value for m in app.markdown)  # the case's table shows the review
+
+
+def test_port_in_use_names_the_way_to_choose_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make app` passes SMEARSCOPE_LAUNCHED_BY=make: the sentence then names `make app PORT=...`."""
+    from edge_app import launcher
+
+    by_make = launcher.port_in_use(8501, {launcher.LAUNCHED_BY_ENV: "make"})
+    assert by_make.startswith("Port 8501 on 127.0.0.1 is in use") and "`make app PORT=" in by_make
+    assert "--port" in launcher.port_in_use(8501, {}) and "make app" not in launcher.port_in_use(8501, {})
 
 
 def test_page_shows_a_referred_card_without_a_finding(

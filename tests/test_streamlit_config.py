@@ -165,7 +165,7 @@ def test_the_page_serves_with_the_launchers_settings(run_page) -> None:
     app = run_page({k: table[k] for k in ("server.address", "browser.gatherUsageStats")})
     assert not app.exception
     assert not app.error, [e.value for e in app.error]
-    assert app.title and len(app.tabs) == 4
+    assert app.title and len(app.tabs) == 5
 
 
 # A real `streamlit run`, no launcher
