@@ -60,6 +60,12 @@ class Variant:
 
 
 VARIANTS = {
+    "default (auto)": Variant(
+        "what `python -m edge_app.calibrate` does by default: Macenko mapping, then a logistic head on whichever "
+        "feature source does better on the site's own images",
+        "macenko",
+        features="auto",
+    ),
     "mapping alone": Variant("colour mapping (Macenko) on the base model and its refer rules", "macenko", None),
     "head alone": Variant("logistic head on the EfficientNet-Lite0 features, no colour mapping", "none"),
     "mapping + head": Variant("colour mapping (Macenko), then the logistic head on EfficientNet-Lite0", "macenko"),

@@ -1,5 +1,5 @@
 """``python -m edge_app.calibrate SITE_DATA --out BUNDLE_DIR [--base BUNDLE] [--name NAME] [--force]
-[--features features|embedding] [--mapping reinhard-lab|macenko|none] [--head logistic|lda]``: calibrate the model
+[--features auto|features|embedding] [--mapping reinhard-lab|macenko|none] [--head logistic|lda]``: calibrate the model
 for one clinic's microscope on its own labelled images, in the app's environment (no TensorFlow).
 
 SITE_DATA is a folder per class (and an optional classes.json), as for training. The command fits a colour
@@ -28,6 +28,7 @@ from edge_app.bundle import BundleError, load_bundle  # noqa: E402
 from edge_app.runtime import RuntimeMissingError  # noqa: E402
 from edge_app.settings import DEFAULT_MODELS_DIR  # noqa: E402
 from edge_app.site_fit import (  # noqa: E402
+    DEFAULT_FEATURES,
     DEFAULT_MAPPING,
     FEATURE_SOURCES,
     HEADS,
@@ -58,9 +59,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="write the bundle even when the gate refuses it (every result then carries a warning)",
     )
-    parser.add_argument("--features", choices=FEATURE_SOURCES, default="features",
-                        help="the head reads the feature extractor's features or the model's embedding (default: "
-                             "%(default)s)")  # fmt: skip
+    parser.add_argument("--features", choices=FEATURE_SOURCES, default=DEFAULT_FEATURES,
+                        help="the head reads the feature extractor's features, the model's embedding, or (auto) "
+                             "whichever of the two does better on the site's own images "
+                             "(default: %(default)s)")  # fmt: skip
     parser.add_argument("--mapping", choices=MAPPINGS, default=DEFAULT_MAPPING,
                         help="the site colour mapping (default: %(default)s)")  # fmt: skip
     parser.add_argument("--head", choices=HEADS, default="logistic", help="the head (default: %(default)s)")

@@ -133,6 +133,9 @@ def test_two_class_site_end_to_end_in_the_edge_environment(two_class_bundle: tup
     assert site["gate"] == site["gate"] | {"passed": True, "forced": False, "reasons": []}
     assert site["colour_mapping"]["method"] == DEFAULT_MAPPING
     assert site["features"] == {"source": "features", "output": "features", "dimensions": 24}
+    choice = site["validation"]["feature_source"]  # --features auto (the default) measured both, kept the better
+    assert choice["asked"] == "auto" and set(choice["out_of_fold_macro_f1"]) == {"features", "embedding"}
+    assert choice["out_of_fold_macro_f1"]["features"] >= choice["out_of_fold_macro_f1"]["embedding"]
     assert np.array(site["head"]["weights"]).shape == (2, 24)
     cv = site["validation"]["cross_validated"]
     assert cv["sensitivity"] >= 0.95 and cv["macro_f1"] >= 0.90
@@ -329,7 +332,7 @@ def test_base_bundles_that_cannot_be_calibrated(base: Path, separable: Path, tmp
     card = read_card(older / "model_card.json")
     del card["colour_reference"], card["features"]
     write_card(card, older / "model_card.json")
-    err = site_problem(older, separable, tmp_path, capsys)
+    err = site_problem(older, separable, tmp_path, capsys, "--features", "features")
     assert "has no feature extractor (features.tflite and the card's features section)" in err
     err = site_problem(older, separable, tmp_path, capsys, "--features", "embedding")
     assert "The base model card has no colour_reference section" in err
