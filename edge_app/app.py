@@ -277,7 +277,7 @@ def add_field(screener: Screener, history: History, case: Case, key: str, name: 
 def fill_pictures(screener: Screener, item: Field, data: bytes) -> None:
     """A field read back from the history gets its thumbnail (and, screened by this model, its pixels)."""
     try:
-        image = open_image(data, item.result.source)
+        image = open_image(data, item.result.source, min_side=screener.bundle.decode_side)
     except ImageError:
         return
     item.thumbnail = thumbnail(image)

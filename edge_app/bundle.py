@@ -49,6 +49,14 @@ class ModelBundle:
         return self.card.get("site")
 
     @property
+    def decode_side(self) -> int:
+        """The largest input side this bundle's models take: what a JPEG may be decoded down to (never below 5x
+        it; ``smearscope_core.imaging.open_image``'s ``min_side``). The app, its batch command and a site calibration
+        all decode with it, so a site's images are seen the same way when calibrating and when screening."""
+        section = self.card.get("features") or {}
+        return max(int(self.card["input"]["height"]), int(section.get("input", {}).get("height", 0)))
+
+    @property
     def features_path(self) -> Path | None:
         """The feature extractor the card's ``features`` section names, or None when the bundle has none."""
         section = self.card.get("features")

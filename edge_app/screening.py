@@ -115,7 +115,7 @@ class Screener:
     def screen_file(self, data: bytes, name: str = "image") -> Screened:
         """Check the size, decode and screen a file's bytes; raises ImageError with a sentence for bad files."""
         check_size(len(data), name)
-        image = open_image(data, name)
+        image = open_image(data, name, min_side=self.bundle.decode_side)  # a camera JPEG: a reduced decode
         return Screened(image, self.screen_image(image, name, sha256_of(data)))
 
     def screen_bytes(self, data: bytes, name: str = "image") -> Result:

@@ -140,6 +140,7 @@ def scan_site(
     base_classes: list[dict],
     on_image: Callable[[int, Image.Image], None] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    min_side: int | None = None,
 ) -> SiteScan:
     """Find the classes and decode every image once (``on_image(index, image)`` sees each readable one, e.g. to keep
     it); no model work. Problems are collected, not raised, so the caller can show all of them at once."""
@@ -169,7 +170,7 @@ def scan_site(
         if reason is None:
             try:
                 data = path.read_bytes()
-                image = open_image(data, relative)
+                image = open_image(data, relative, min_side=min_side)  # as the app decodes (bundle.decode_side)
             except ImageError as error:
                 reason = str(error)
             except OSError as error:

@@ -576,7 +576,9 @@ class SiteCalibration:
         """Classes, counts, skipped files and problems (sentences), without any model work."""
         if self._scan is None:
             self._images.clear()
-            self._scan = scan_site(self.site_data, self.base.card["classes"], self._keep, self._report)
+            self._scan = scan_site(
+                self.site_data, self.base.card["classes"], self._keep, self._report, self.base.decode_side
+            )
         return self._scan
 
     def _keep(self, index: int, image: Image.Image) -> None:
@@ -588,7 +590,7 @@ class SiteCalibration:
         if index in self._images:
             return self._images[index]
         image = self.scan().images[index]
-        return open_image(image.path.read_bytes(), image.relative)
+        return open_image(image.path.read_bytes(), image.relative, min_side=self.base.decode_side)
 
     def _report(self, done: int, total: int, stage: str) -> None:
         if self.progress is not None:
