@@ -354,11 +354,14 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
         work = Path(temporary)
         results["four_label"] = learning_curves(args, args.site, work / "four")
         if args.two_label:
-            two = argparse.Namespace(**{**vars(args), "sizes": [TARGET_PER_CLASS], "variants": ["mapping + head"]})
+            two = argparse.Namespace(**{**vars(args), "sizes": [TARGET_PER_CLASS], "variants": args.variants[:1]})
             results["two_label"] = learning_curves(two, args.two_label, work / "two")
         results["finetune"] = finetune(args, args.site, work / "finetune")
         results["calibrate_200"] = time_200(args, args.site, work / "timing")
         results["external"] = external_sites(args, work / "external")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y-%m-%d')}-{results['machine']['host'] or 'host'}-{results_name(results)}"
+    results["plot"] = str(plot_learning_curves(results, args.out / f"{stem}.png"))
     return results
 
 
@@ -414,12 +417,52 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_learning_curves(results: dict, path: Path) -> Path:
+    """The learning curves (referral rate and answered accuracy by images per class, per variant) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for key, style in (("four_label", "-"), ("two_label", "--")):
+        block = results.get(key)
+        if not block:
+            continue
+        site = Path(block["site"]).name
+        for variant, sizes in block["rows"].items():
+            points = sorted((int(size), f) for size, f in sizes.items() if size.isdigit())
+            if not points:
+                continue
+            x = [size for size, _ in points]
+            for axis, figure_key in zip(axes, ("referred", "accuracy_answered", "all_answered_benign"), strict=True):
+                axis.plot(x, [f.get(figure_key) for _, f in points], style, marker="o", label=f"{site}: {variant}")
+    for axis, title in zip(axes, ("referred (share)", "accuracy of answered images", "ALL images answered benign"),
+                           strict=True):  # fmt: skip
+        axis.set_xscale("log")
+        axis.set_xlabel("images per class")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].axhline(0.15, color="grey", lw=0.8)
+    axes[1].axhline(0.95, color="grey", lw=0.8)
+    axes[2].axhline(1, color="grey", lw=0.8)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def results_name(results: dict) -> str:
     site = Path(results["four_label"]["site"]).name
     return f"site-calibration-{site}" + (f"-limit{results['limit']}" if results.get("limit") else "")
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--plot":  # redraw the plot of a results file
+        results = json.loads(Path(sys.argv[2]).read_text())
+        print(plot_learning_curves(results, Path(sys.argv[2]).with_suffix(".png")))
+        return 0
     return run_script(argv, parse_args, measure, markdown_table, results_name)
 
 

@@ -53,6 +53,7 @@ from smearscope_core.calibration import (
     BENIGN_MIN_PROBABILITY,
     THRESHOLD_FLOOR,
     choose_abstain_threshold,
+    fit_benign_bar,
     fit_temperature,
     log_loss,
     softmax,
@@ -91,7 +92,8 @@ LBFGS_ITERATIONS, LBFGS_MEMORY, LBFGS_TOLERANCE = 300, 10, 1e-6
 # The abstain threshold: the lowest at which the accepted out-of-fold site images reach this accuracy (exact class).
 # Training asks 0.99 of its own validation split; a site asks issue 12's target for answered images, 0.95, because
 # with 20-100 images per class an out-of-fold estimate at 0.99 refers most of a four-class site (measured: 52-67%
-# of the simulated site, almost all as "model unsure"). A benign answer still needs BENIGN_MIN_PROBABILITY.
+# of the simulated site, almost all as "model unsure"). A benign answer needs the site's own benign bar
+# (smearscope_core.calibration.fit_benign_bar on the out-of-fold predictions; never below BENIGN_MIN_PROBABILITY).
 TARGET_ACCURACY = 0.95
 OOD_QUANTILE = 0.99  # the image-statistics threshold: fit_ood's quantile
 CURVE_SIZES = (5, 10, 20, 50, 100)
@@ -354,23 +356,27 @@ class HeadSearch:
         return logits
 
 
-def cross_fitted(labels: np.ndarray, logits: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrated probabilities and thresholds per image, each fold's from a temperature and abstain threshold fitted
-    on the other folds' out-of-fold logits (so no image's referral is decided by a fit that saw it)."""
+def cross_fitted(
+    labels: np.ndarray, logits: np.ndarray, folds: np.ndarray, malignant: list[bool]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated probabilities, thresholds and benign bars per image, each fold's from a temperature, abstain
+    threshold and benign bar fitted on the other folds' out-of-fold logits (no image's referral is decided by a fit
+    that saw it)."""
     probs = np.zeros_like(logits)
-    thresholds = np.zeros(len(labels))
+    thresholds, bars = np.zeros(len(labels)), np.zeros(len(labels))
     for fold in np.unique(folds):
         rest, here = folds != fold, folds == fold
         temperature = fit_temperature(labels[rest], logits[rest])
-        thresholds[here] = choose_abstain_threshold(labels[rest], softmax(logits[rest], temperature), TARGET_ACCURACY)
+        calibrated = softmax(logits[rest], temperature)
+        thresholds[here] = choose_abstain_threshold(labels[rest], calibrated, TARGET_ACCURACY)
+        bars[here] = fit_benign_bar(labels[rest], calibrated, malignant)
         probs[here] = softmax(logits[here], temperature)
-    return probs, thresholds
+    return probs, thresholds, bars
 
 
-def model_unsure(probs: np.ndarray, thresholds: np.ndarray, malignant: list[bool]) -> np.ndarray:
-    """The app's abstain rule per image (its own threshold), with the benign rule."""
-    return np.array([bool(unsure(p, t, malignant, BENIGN_MIN_PROBABILITY)) for p, t in zip(probs, thresholds,
-                                                                                             strict=True)])  # fmt: skip
+def model_unsure(probs: np.ndarray, thresholds: np.ndarray, bars: np.ndarray, malignant: list[bool]) -> np.ndarray:
+    """The app's abstain rule per image (its own threshold and benign bar)."""
+    return np.array([bool(unsure(p, t, malignant, b)) for p, t, b in zip(probs, thresholds, bars, strict=True)])
 
 
 # ---------------------------------------------------------------- figures
@@ -469,8 +475,8 @@ def learning_curve(
                 continue
             folds = stratified_group_folds(y, g, k, SEED + repeat)
             logits = search.out_of_fold(vectors[index], y, folds, (strength,))[0]
-            probs, thresholds = cross_fitted(y, logits, folds)
-            runs.append(figures(y, probs, model_unsure(probs, thresholds, malignant), classes))
+            probs, thresholds, bars = cross_fitted(y, logits, folds, malignant)
+            runs.append(figures(y, probs, model_unsure(probs, thresholds, bars, malignant), classes))
         if runs:
             points.append(_curve_point(size, runs))
         if progress is not None:
@@ -638,13 +644,14 @@ class SiteCalibration:
         strength = search.choose_strength(vectors, labels, groups)
         head, regularisation = self._final_head(vectors, labels, len(classes), strength)
         self._report(2, 3, "cross-validation")
+        malignant = [c["malignant"] for c in classes]
         temperature = fit_temperature(labels, out_of_fold)
         threshold = choose_abstain_threshold(labels, softmax(out_of_fold, temperature), TARGET_ACCURACY)
+        benign_bar = fit_benign_bar(labels, softmax(out_of_fold, temperature), malignant)
 
         checks = self._unfamiliarity(vectors, statistics, scales, labels, folds, base_size)
-        malignant = [c["malignant"] for c in classes]
-        probs, thresholds = cross_fitted(labels, out_of_fold, folds)
-        unsure_model = model_unsure(probs, thresholds, malignant)
+        probs, thresholds, bars = cross_fitted(labels, out_of_fold, folds, malignant)
+        unsure_model = model_unsure(probs, thresholds, bars, malignant)
         referred = unsure_model | checks["referred"]
         cross_validated = figures(labels, probs, referred, classes)
         cross_validated["referred_by"] = {"model unsure": int(unsure_model.sum()),
@@ -674,14 +681,15 @@ class SiteCalibration:
                 "temperature": temperature,
                 "abstain_threshold": threshold,
                 "fitted_on": "out-of-fold logits of every site image",
-                "figures": "each fold referred with a temperature and threshold fitted on the other folds",
+                "benign_min_probability": benign_bar,
+                "figures": "each fold referred with a temperature, threshold and benign bar fitted on the other folds",
             },
             "unfamiliarity": checks["summary"],
             "notes": list(scan.notes),
             "seconds": round(seconds, 2),
         }
-        card = self._card(classes, counts, mapping_section, output, head, regularisation, temperature, threshold,
-                          checks, validation, reasons)  # fmt: skip
+        card = self._card(classes, counts, mapping_section, output, head, regularisation, temperature,
+                          (threshold, benign_bar), checks, validation, reasons)  # fmt: skip
         self._fit = SiteFit(
             card=card,
             metrics=validation,
@@ -840,21 +848,23 @@ class SiteCalibration:
 
     def _card(
         self, classes: list[dict], counts: dict[str, int], mapping: dict, output: str, head: SiteHead,
-        regularisation: dict, temperature: float, threshold: float, checks: dict, validation: dict,
+        regularisation: dict, temperature: float, thresholds: tuple[float, float], checks: dict, validation: dict,
         reasons: list[str],
     ) -> dict:  # fmt: skip
         """The site card: the base card, with the site's classes, calibration, ood, embedding_ood and site."""
         created = datetime.now(UTC).isoformat(timespec="seconds")
+        threshold, benign_bar = thresholds
         card = copy.deepcopy(self.base.card)
         card["name"], card["created"], card["classes"] = self.name, created, classes
         card["calibration"] = {
             "temperature": temperature,
             "abstain_threshold": threshold,
             "fitted_on": "site out-of-fold",  # the site's images' out-of-fold logits (group-aware cross-validation)
-            "benign_min_probability": BENIGN_MIN_PROBABILITY,
+            "benign_min_probability": benign_bar,
             "abstain_rule": f"refer when the top calibrated probability < threshold; threshold = lowest value at "
             f"which accepted out-of-fold site images reach {TARGET_ACCURACY:.0%} accuracy, never below "
-            f"{THRESHOLD_FLOOR}; and refer a benign answer below {BENIGN_MIN_PROBABILITY}",
+            f"{THRESHOLD_FLOOR}; and refer a benign answer below {benign_bar:.4f}: the lowest bar at which no "
+            f"out-of-fold malignant site image is answered benign, never below {BENIGN_MIN_PROBABILITY}",
         }
         card["ood"], card["embedding_ood"] = checks["ood"], copy.deepcopy(checks["embedding_ood"])
         base_card_sha = sha256_of(self.base.folder / CARD_FILE)

@@ -100,3 +100,23 @@ def choose_abstain_threshold(
         if accepted.any() and correct[accepted].mean() >= target_accuracy:
             return float(threshold)
     return float(confidence.max()) if len(confidence) else floor
+
+
+BENIGN_BAR_CAP = 0.995  # a fitted benign bar never asks more than this: above it nearly every benign answer is refused
+
+
+def fit_benign_bar(
+    labels: np.ndarray, probs: np.ndarray, malignant: Sequence[bool], floor: float = BENIGN_MIN_PROBABILITY
+) -> float:
+    """A benign bar fitted on held-out predictions: the lowest (never below ``floor``, at most ``BENIGN_BAR_CAP``) at
+    which none of the malignant images is answered benign, i.e. just above the highest benign top probability among
+    malignant images whose top class is benign. A site calibration uses it (edge_app/site_fit.py): with a few dozen
+    images per class, the site's own misses say more about where its benign answers stop being safe than 0.90 does.
+    """
+    flags = np.asarray(malignant, dtype=bool)
+    top = np.asarray(probs).argmax(axis=1)
+    missed = flags[np.asarray(labels)] & ~flags[top]
+    if not missed.any():
+        return float(floor)
+    highest = float(np.asarray(probs)[missed].max(axis=1).max())
+    return float(min(max(floor, np.nextafter(highest, 1.0)), BENIGN_BAR_CAP))

@@ -106,3 +106,16 @@ def test_fit_temperature_finds_the_log_loss_minimum_scipy_finds():
                              bounds=(np.log(0.05), np.log(20.0)), method="bounded").x  # fmt: skip
     assert abs(np.log(ours) - theirs) < 1e-3
     assert abs(log_loss(labels, softmax(logits, ours)) - sklearn_log_loss(labels, softmax(logits, ours))) < 1e-9
+
+
+def test_fit_benign_bar_sits_just_above_the_most_confident_missed_malignant_image():
+    from smearscope_core.calibration import BENIGN_BAR_CAP, fit_benign_bar
+
+    malignant = [False, True, True]
+    labels = np.array([0, 1, 2, 1])
+    probs = np.array([[0.99, 0.005, 0.005], [0.93, 0.05, 0.02], [0.1, 0.2, 0.7], [0.2, 0.8, 0.0]])
+    bar = fit_benign_bar(labels, probs, malignant)
+    assert 0.93 < bar < 0.9300001  # the malignant image answered benign at 0.93 is now referred
+    assert fit_benign_bar(labels[2:], probs[2:], malignant) == 0.90  # no miss: the floor
+    probs[1] = [0.9999, 0.0001, 0.0]
+    assert fit_benign_bar(labels, probs, malignant) == BENIGN_BAR_CAP  # never above the cap
