@@ -121,9 +121,10 @@ class TFLiteModel:
 
     def run_all(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Every output, dequantized (float64), by signature name: a classifier's ``logits`` (and ``embedding``
-        where it has one), a feature extractor's ``features``; a model without a signature gives ``logits``."""
+        where it has one), a feature extractor's ``features``; ``logits`` is always there (a model whose outputs have
+        no such name, or no signature: its first output)."""
         batch = self._feed(pixels[None])
-        wanted = dict(self.named_outputs) or {self.LOGITS: self.output}
+        wanted = {self.LOGITS: self.output, **self.named_outputs}
         with self._lock:
             self.interpreter.set_tensor(self.input["index"], batch)
             self.interpreter.invoke()
