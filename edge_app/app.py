@@ -404,11 +404,7 @@ def screen_folder(screener: Screener, history: History, case: Case, ready: bool)
     folder_text = st.text_input("Folder on this computer", placeholder="e.g. C:/Microscope/Captures", key="folder")
     watch = st.toggle("Watch this folder: add new images to this case as they arrive",
                       key=f"watch-{st.session_state['case_serial']}")  # fmt: skip
-    if not folder_text:
-        return
-    folder = Path(folder_text).expanduser()
-    if not folder.is_dir():
-        st.error(f"{folder} is not a folder on this computer.")
+    if not folder_text or (folder := ui.folder_path(folder_text)) is None:
         return
     if not ready:
         st.info("Enter the sample ID in the sidebar first: every field is saved under its sample.")

@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from edge_app.bundle import BundleError
+from edge_app.components import folder_path
 from edge_app.records import data_dir
 from edge_app.screening import Screener
 from edge_app.site_fit import GateRefused, SiteCalibration, SiteDataError
@@ -50,11 +51,7 @@ def calibrate_tab(screener: Screener) -> None:
         st.info(f"The model in use ({base.name}) is already a site calibration; choose the base model to calibrate.")
         return
     folder_text = st.text_input("Folder of labelled images on this computer", key="calibrate_folder")
-    if not folder_text:
-        return
-    folder = Path(folder_text).expanduser()
-    if not folder.is_dir():
-        st.error(f"{folder} is not a folder on this computer.")
+    if not folder_text or (folder := folder_path(folder_text)) is None:
         return
     calibration = _calibration(folder, base)
     try:

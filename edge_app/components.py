@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import random
+from pathlib import Path
 
 import streamlit as st
 from PIL import Image
@@ -399,3 +400,12 @@ def shortcut_figures(shortcuts: dict | None) -> None:
     st.markdown(
         "| baseline | what it sees | test accuracy | malignant-vs-benign accuracy |\n|---|---|---|---|\n" + rows
     )
+
+
+def folder_path(text: str) -> Path | None:
+    """A folder path typed on the page, or None with a sentence on the page when it is not a folder here."""
+    folder = Path(text).expanduser()
+    if not folder.is_dir():
+        st.error(f"{folder} is not a folder on this computer.")
+        return None
+    return folder

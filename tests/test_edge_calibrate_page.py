@@ -10,25 +10,14 @@ import pytest
 
 from edge_app.calibrate_page import SITE_MODELS, bundle_name
 from smearscope_core.model_card import read_card
-from tests.factories import PROJECT_ROOT
 from tests.site_factories import ALIKE, SEPARABLE, SITE_CLASSES_JSON, make_site, write_site_base
+from tests.test_edge_cases import open_page
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("calibrate-page")
     return write_site_base(root / "models" / "site-base", root / "work")
-
-
-def open_app(base: Path, data: Path, monkeypatch: pytest.MonkeyPatch):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("SMEARSCOPE_MODELS", str(base.parent))
-    monkeypatch.setenv("SMEARSCOPE_DATA", str(data))
-    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", data / "no-default")
-    app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=180).run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
 
 
 def folder_input(app):
@@ -49,7 +38,7 @@ def test_calibrate_tab_scans_fits_writes_and_uses_a_site_bundle(
 ) -> None:
     site = make_site(tmp_path / "site", SEPARABLE, 24, seed=3, classes_json=SITE_CLASSES_JSON)
     data = tmp_path / "data"
-    app = open_app(base, data, monkeypatch)
+    app = open_page(base, data, monkeypatch)
     folder_input(app).set_value(str(tmp_path / "nowhere")).run()
     assert "is not a folder on this computer" in texts(app)
     folder_input(app).set_value(str(site)).run()
@@ -75,7 +64,7 @@ def test_a_failing_calibration_is_only_written_when_forced(
 ) -> None:
     site = make_site(tmp_path / "site", ALIKE, 22, seed=4, classes_json=SITE_CLASSES_JSON)
     data = tmp_path / "data"
-    app = open_app(base, data, monkeypatch)
+    app = open_page(base, data, monkeypatch)
     folder_input(app).set_value(str(site)).run()
     button(app, "Calibrate").click().run()
     assert "Local validation failed" in texts(app)

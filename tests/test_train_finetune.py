@@ -20,19 +20,8 @@ from smearscope_core.files import sha256_of
 from smearscope_core.manifest import check_no_group_leak, read_manifest
 from smearscope_core.model_card import read_card
 from tests.factories import CLASS_STYLES, PROJECT_ROOT, make_dataset, valid_card
+from tests.test_train_cli import RUN_FILES
 
-RUN_FILES = {
-    "model.keras",
-    "manifest.csv",
-    "dataset_report.json",
-    "dataset_report.md",
-    "metrics.json",
-    "confusion_matrix.png",
-    "confusion_matrix.json",
-    "curves.png",
-    "history.json",
-    "model_card.json",
-}
 REFUSAL = "Fine-tuning needs the base run's classes"
 
 
