@@ -38,6 +38,7 @@ from smearscope_core.scale import field_scale, fit_scale
 from tests.browser import BANNER, log_tail, stop, wait_until_healthy
 
 if TYPE_CHECKING:
+    import pytest
     from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
     from edge_app.classify import Result
@@ -543,3 +544,30 @@ def shortcuts_section(int8: bool = True) -> dict:
         "colour_robust": colour_robust,
         "note": "colour-robust: the same test images with each image's colour standardised",
     }  # fmt: skip
+
+
+# A training run folder's files (tests/test_train_cli.py, tests/test_train_finetune.py)
+RUN_FILES = {
+    "model.keras",
+    "manifest.csv",
+    "dataset_report.json",
+    "dataset_report.md",
+    "metrics.json",
+    "confusion_matrix.png",
+    "confusion_matrix.json",
+    "curves.png",
+    "history.json",
+    "model_card.json",
+}
+
+
+def open_page(bundle: Path, data: Path, monkeypatch: pytest.MonkeyPatch):
+    """The page under AppTest, with ``bundle``'s folder as the models folder and ``data`` as its data folder."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SMEARSCOPE_MODELS", str(bundle.parent))
+    monkeypatch.setenv("SMEARSCOPE_DATA", str(data))
+    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", data / "no-default")
+    app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app

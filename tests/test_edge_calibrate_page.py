@@ -10,8 +10,8 @@ import pytest
 
 from edge_app.calibrate_page import SITE_MODELS, bundle_name
 from smearscope_core.model_card import read_card
+from tests.factories import open_page
 from tests.site_factories import ALIKE, SEPARABLE, SITE_CLASSES_JSON, make_site, write_site_base
-from tests.test_edge_cases import open_page
 
 
 @pytest.fixture(scope="module")

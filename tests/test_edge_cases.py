@@ -52,7 +52,7 @@ from edge_app.records import (
     results_csv,
 )
 from edge_app.screening import Screener
-from tests.factories import PROJECT_ROOT, finding_texts_in, io_png, smears, write_bundle
+from tests.factories import PROJECT_ROOT, finding_texts_in, io_png, open_page, smears, write_bundle
 
 FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "history-before-cases.sql"
 BENIGN, PRE_B, PRO_B = (0.95, 0.03, 0.02), (0.05, 0.9, 0.05), (0.04, 0.06, 0.9)
@@ -357,17 +357,6 @@ def test_fhir_per_case_is_valid_r4(screener: Screener, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the page
-
-
-def open_page(bundle: Path, data: Path, monkeypatch: pytest.MonkeyPatch):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("SMEARSCOPE_MODELS", str(bundle.parent))
-    monkeypatch.setenv("SMEARSCOPE_DATA", str(data))
-    monkeypatch.setattr("edge_app.settings.DEFAULT_MODELS_DIR", data / "no-default")
-    app = AppTest.from_file(str(PROJECT_ROOT / "edge_app" / "app.py"), default_timeout=120).run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
 
 
 def sidebar_input(app, label: str):

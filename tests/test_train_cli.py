@@ -12,20 +12,7 @@ import pytest
 
 from smearscope_core.manifest import read_manifest
 from smearscope_core.model_card import read_card
-from tests.factories import PROJECT_ROOT
-
-RUN_FILES = {
-    "model.keras",
-    "manifest.csv",
-    "dataset_report.json",
-    "dataset_report.md",
-    "metrics.json",
-    "confusion_matrix.png",
-    "confusion_matrix.json",
-    "curves.png",
-    "history.json",
-    "model_card.json",
-}
+from tests.factories import PROJECT_ROOT, RUN_FILES
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:

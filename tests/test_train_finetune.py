@@ -19,8 +19,7 @@ from smearscope_core.errors import DatasetError, ExitCode
 from smearscope_core.files import sha256_of
 from smearscope_core.manifest import check_no_group_leak, read_manifest
 from smearscope_core.model_card import read_card
-from tests.factories import CLASS_STYLES, PROJECT_ROOT, make_dataset, valid_card
-from tests.test_train_cli import RUN_FILES
+from tests.factories import CLASS_STYLES, PROJECT_ROOT, RUN_FILES, make_dataset, valid_card
 
 REFUSAL = "Fine-tuning needs the base run's classes"
 
