@@ -116,15 +116,17 @@ class TFLiteModel:
         return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        """Dequantized logits (float64 [classes]) for one uint8 [H, W, 3] image."""
-        return self.run_all(pixels)[self.LOGITS]
+        """Dequantized logits (float64 [classes]) for one uint8 [H, W, 3] image: the output named ``logits``, or a
+        model's first output where none is named so."""
+        return self._invoke(pixels, {self.LOGITS: self.output})[self.LOGITS]
 
     def run_all(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Every output, dequantized (float64), by signature name: a classifier's ``logits`` (and ``embedding``
-        where it has one), a feature extractor's ``features``; ``logits`` is always there (a model whose outputs have
-        no such name, or no signature: its first output)."""
+        where it has one), a feature extractor's ``features``; a model without a signature gives ``logits``."""
+        return self._invoke(pixels, self.named_outputs or {self.LOGITS: self.output})
+
+    def _invoke(self, pixels: np.ndarray, wanted: dict[str, dict]) -> dict[str, np.ndarray]:
         batch = self._feed(pixels[None])
-        wanted = {self.LOGITS: self.output, **self.named_outputs}
         with self._lock:
             self.interpreter.set_tensor(self.input["index"], batch)
             self.interpreter.invoke()
