@@ -8,6 +8,7 @@ as ``preprocessing`` (see docs/model-card.md).
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -65,7 +66,10 @@ def open_image(data: bytes, name: str = "the file", min_side: int | None = None)
     except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image this app can read ({SUPPORTED_FORMATS}).") from None
     except Exception as error:  # noqa: BLE001 - any decoder failure (OSError, SyntaxError, struct.error, ...)
-        raise ImageError(f"{name} is damaged or truncated and cannot be decoded ({error}).") from None
+        # the decoder's own words ("image file is truncated (50 bytes not processed)") help an engineer, not the
+        # technician: they go to the log, the sentence to the screen
+        logging.getLogger("smearscope.imaging").info(f"{name}: {type(error).__name__}: {error}")
+        raise ImageError(f"{name} is damaged or truncated and cannot be decoded.") from None
 
 
 def _reduce_jpeg(image: Image.Image, min_side: int) -> int:

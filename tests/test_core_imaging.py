@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -154,3 +155,12 @@ def test_model_pixels_of_a_decoded_image_turn_it_by_its_exif_orientation() -> No
     pixels = model_pixels(stored, 20)
     assert pixels[:5].mean() < 60 and pixels[-5:].mean() > 200
     assert np.array_equal(model_pixels(upright, 20), pixels)
+
+
+def test_a_damaged_file_gets_a_sentence_and_the_decoder_detail_goes_to_the_log(caplog: pytest.LogCaptureFixture):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 100, 150)).save(buffer, format="PNG")
+    with caplog.at_level(logging.INFO, logger="smearscope.imaging"), pytest.raises(ImageError) as raised:
+        open_image(buffer.getvalue()[:-40], "cut.png")
+    assert str(raised.value) == "cut.png is damaged or truncated and cannot be decoded."
+    assert any("cut.png" in record.getMessage() and "Error" in record.getMessage() for record in caplog.records)
