@@ -295,7 +295,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
     if bundle is None:
         raise InputError("There is no model bundle: give --bundle DIR.")
     screener = Screener(bundle, num_threads=1)
-    min_side = max(screener.size, screener.classifier.input_size)
+    min_side = screener.bundle.decode_side  # what Screener.screen_file passes
     memory: dict = {key: {} for key in FIGURES}
     with tempfile.TemporaryDirectory(prefix="smearscope-memory-") as temp:
         batch = []
