@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from edge_app.bundle import BundleError
-from edge_app.components import folder_path
+from edge_app.components import folder_path, table_cell
 from edge_app.records import data_dir
 from edge_app.screening import Screener
 from edge_app.site_fit import GateRefused, SiteCalibration, SiteDataError
@@ -60,12 +60,12 @@ def calibrate_tab(screener: Screener) -> None:
         st.error(str(error))
         return
     counts = scan.counts()
-    st.dataframe(
-        [
-            {"class": c["display_name"], "malignant": "yes" if c["malignant"] else "no", "images": counts[c["name"]]}
+    st.markdown(  # a Markdown table: the page uses no dataframe elements (the desktop build leaves pyarrow out)
+        "| class | malignant | images |\n|---|---|---|\n"
+        + "".join(
+            f"| {table_cell(c['display_name'])} | {'yes' if c['malignant'] else 'no'} | {counts[c['name']]} |\n"
             for c in scan.classes
-        ],
-        hide_index=True,
+        )
     )
     for problem in scan.problems:
         st.error(problem)
@@ -169,18 +169,9 @@ def site_summary(screener: Screener) -> None:
         st.warning(
             "This calibration failed local validation and was written anyway: " + " ".join(site["gate"]["reasons"])
         )
-    st.table(
-        {
-            "local validation (cross-validated)": [
-                "malignant sensitivity",
-                "specificity",
-                "macro-F1",
-                "accuracy of answered images",
-                "referred",
-            ],
-            "value": [
-                _percent(figures.get(k))
-                for k in ("sensitivity", "specificity", "macro_f1", "accuracy_answered", "referral_rate")
-            ],
-        }
+    names = {"sensitivity": "malignant sensitivity", "specificity": "specificity", "macro_f1": "macro-F1",
+             "accuracy_answered": "accuracy of answered images", "referral_rate": "referred"}  # fmt: skip
+    st.markdown(
+        "| local validation (cross-validated) | value |\n|---|---|\n"
+        + "".join(f"| {label} | {_percent(figures.get(key))} |\n" for key, label in names.items())
     )

@@ -352,9 +352,13 @@ def model_summary(screener: Screener) -> None:
         st.json(card, expanded=False)
 
 
-def _cell(text: object) -> str:
-    """Text as one Markdown table cell (HTML escaped, one line, pipes escaped)."""
+def table_cell(text: object) -> str:
+    """Text as one Markdown table cell (HTML escaped, one line, pipes escaped): the page's tables are Markdown (no
+    dataframe elements, so a desktop build can leave pyarrow out)."""
     return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+
+
+_cell = table_cell  # the short name this module's long table rows use
 
 
 def shortcut_figures(shortcuts: dict | None) -> None:

@@ -42,9 +42,9 @@ def test_calibrate_tab_scans_fits_writes_and_uses_a_site_bundle(
     folder_input(app).set_value(str(tmp_path / "nowhere")).run()
     assert "is not a folder on this computer" in texts(app)
     folder_input(app).set_value(str(site)).run()
-    table = app.dataframe[0].value
-    shown = sorted(zip(table["class"], table["images"], strict=True))
-    assert shown == [("Blast (site)", 24), ("Normal lymphocyte (site)", 24)]
+    shown = texts(app)
+    assert "| Blast (site) | yes | 24 |" in shown and "| Normal lymphocyte (site) | no | 24 |" in shown
+    assert not app.dataframe and not app.table  # Markdown tables only: the desktop build leaves pyarrow out
     button(app, "Calibrate").click().run()
     assert not app.exception, [e.value for e in app.exception]
     assert "Local validation passed." in texts(app)
