@@ -37,9 +37,10 @@ def test_finetune_writes_a_run_that_starts_from_the_base(tiny_run: tuple[Path, P
     out = tmp_path / "tuned"
     result = _train(
         "--finetune", str(base), "--data", str(site), "--out", str(out),
-        "--finetune-epochs", "2", "--batch-size", "16", "--seed", "5",
+        "--finetune-epochs", "2", "--batch-size", "16", "--seed", "5", "--lr", "0.5",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "--lr do not apply to a fine-tune and were ignored" in result.stdout + result.stderr
     assert {p.name for p in out.iterdir()} >= RUN_FILES
     assert "No class is marked malignant" not in result.stderr  # the site's lack of metadata does not matter
 

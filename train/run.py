@@ -293,6 +293,15 @@ def prepare_finetune(config: TrainConfig) -> tuple[TrainConfig, BaseRun]:
         warmup_epochs=config.finetune_warmup_epochs,
         name=config.name or f"{card['name']}-finetuned-{Path(config.data).name}",
     )
+    defaults = TrainConfig(out=config.out)
+    overridden = [flag for flag, field_name in (("--arch", "architecture"), ("--image-size", "image_size"),
+                                                ("--lr", "learning_rate"), ("--epochs", "epochs"),
+                                                ("--init-weights", "init_weights"))
+                  if getattr(config, field_name) != getattr(defaults, field_name)]  # fmt: skip
+    if overridden:
+        ignored = ", ".join(overridden)
+        log.warning(f"{ignored} do not apply to a fine-tune and were ignored: the network is the base run's, the "
+                    f"rate {config.finetune_lr_factor} x its rate, the epochs --finetune-epochs")  # fmt: skip
     record = {
         "name": card["name"],
         "run_folder": str(base),
