@@ -101,12 +101,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     expected = expected_sha256(card)
     if not expected:
         raise BundleError(f"The model card in {folder} records no sha256 for {TFLITE_FILE} (tflite.sha256).")
-    actual = sha256_of(model)
-    if actual != expected:
-        raise BundleError(
-            f"The model file in {folder} does not match its card (sha256 {actual[:12]}... instead of "
-            f"{expected[:12]}...): it was changed or mixed up with another model."
-        )
+    actual = _checked_sha256(model, expected, "model file", folder)
     _check_features(folder, card)
     site = card.get("site")
     if site and site["base"]["model_sha256"] != actual:
@@ -129,12 +124,18 @@ def _check_features(folder: Path, card: dict) -> None:
         raise BundleError(
             f"The model folder {folder} is refused: its {section['file']} is a link to a file outside it."
         )
+    _checked_sha256(path, section["sha256"], f"feature extractor {section['file']}", folder)
+
+
+def _checked_sha256(path: Path, expected: str, what: str, folder: Path) -> str:
+    """``path``'s sha256, or a BundleError when it is not the one the card records (one rule for every file)."""
     actual = sha256_of(path)
-    if actual != section["sha256"]:
+    if actual != expected:
         raise BundleError(
-            f"The feature extractor {section['file']} in {folder} does not match its card (sha256 {actual[:12]}... "
-            f"instead of {section['sha256'][:12]}...): it was changed or mixed up with another model."
+            f"The {what} in {folder} does not match its card (sha256 {actual[:12]}... instead of "
+            f"{expected[:12]}...): it was changed or mixed up with another model."
         )
+    return actual
 
 
 def is_inside(path: Path, root: Path) -> bool:
