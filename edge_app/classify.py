@@ -177,7 +177,7 @@ class Classifier:
 
     def __init__(self, bundle: ModelBundle, num_threads: int | None = None):
         self.bundle = bundle
-        self.model = _load_model(bundle, bundle.model_path, num_threads)
+        self.model = load_model(bundle, bundle.model_path, num_threads)
         self.runtime = self.model.runtime
         card = bundle.card
         self.classes = card["classes"]
@@ -214,7 +214,7 @@ class Classifier:
             section = self.bundle.card.get("features")
             if not section:
                 raise BundleError(f"The site calibration in {folder} reads a feature extractor its card does not name.")
-            self.feature_model = _load_model(self.bundle, self.bundle.features_path, num_threads)
+            self.feature_model = load_model(self.bundle, self.bundle.features_path, num_threads)
             self.vector_output = section["output"]["name"]
             self.input_size = int(section["input"]["height"])
             model, wanted = self.feature_model, (self.input_size, int(section["input"]["width"]), 3)
@@ -315,7 +315,7 @@ class Classifier:
         )
 
 
-def _load_model(bundle: ModelBundle, path: Path | None, num_threads: int | None) -> TFLiteModel:
+def load_model(bundle: ModelBundle, path: Path | None, num_threads: int | None) -> TFLiteModel:
     """A bundle's .tflite on the runtime, or a BundleError sentence when the runtime cannot load it."""
     try:
         return TFLiteModel(str(path), num_threads=num_threads)

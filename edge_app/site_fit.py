@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from edge_app.bundle import BundleError, ModelBundle, load_bundle
-from edge_app.classify import SiteHead, map_colours
+from edge_app.classify import SiteHead, load_model, map_colours
 from edge_app.runtime import TFLiteModel
 from edge_app.screening import Screener
 from edge_app.site_data import SiteScan, scan_site
@@ -777,11 +777,11 @@ class SiteCalibration:
         return model, output, size
 
     def _load(self, path: Path | None) -> TFLiteModel:
+        """One of the base bundle's models on the runtime, as the app loads it; its sentence as bad input."""
         try:
-            return TFLiteModel(str(path), num_threads=self.num_threads)
-        except (ValueError, RuntimeError) as error:
-            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
-            raise InputError(f"The runtime cannot load {path} ({reason}).") from None
+            return load_model(self.base, path, self.num_threads)
+        except BundleError as error:
+            raise InputError(str(error)) from None
 
     def _unfamiliarity(
         self, vectors: np.ndarray, statistics: np.ndarray, scales: np.ndarray, labels: np.ndarray,
