@@ -103,7 +103,8 @@ def _training_section(config: TrainConfig, data: PreparedData, fit: FitResult, t
         "seed": config.seed,
         "batch_size": config.batch_size,
         "optimizer": f"AdamW lr {config.learning_rate} cosine decay, {config.warmup_epochs} warm-up epochs, "
-        f"weight decay {config.weight_decay}",
+        f"weight decay {config.weight_decay}"
+        + (f", weight average (EMA) momentum {config.ema_momentum}" if config.ema_momentum else ""),
         "class_weights": "balanced",
         "augmentation": asdict(config.augmentation) if config.augment else None,
         "init_weights": str(config.init_weights) if config.init_weights else None,

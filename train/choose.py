@@ -6,10 +6,12 @@ every figure they read, the same way for every candidate, from each run's own mo
   (``smearscope_core.colour``: the colour-robust figure);
 - the raw model's malignant sensitivity on the validation split as each simulated other microscope
   (``train.microscopes``) would show it, and the lowest of them.
-The first run named is the incumbent; the later ones are challengers. The 2026-11-25 rule: a challenger
-replaces the incumbent when it qualifies (colour-robust val macro-F1 within ``QUALIFY_GAP`` of its val
-macro-F1), its val macro-F1 is at least ``MIN_VAL_MACRO_F1``, and its lowest simulated-microscope val
-sensitivity is higher than the incumbent's; among several, the one with the highest such sensitivity.
+The first run named is the incumbent; the later ones are challengers. The rule (2026-11-25, with the
+specificity condition added 2026-12-07 before the third round's figures were read): a challenger replaces
+the incumbent when it qualifies (colour-robust val macro-F1 within ``QUALIFY_GAP`` of its val macro-F1), its
+val macro-F1 is at least ``MIN_VAL_MACRO_F1``, its val malignant specificity as is at least
+``MIN_VAL_SPECIFICITY``, and its lowest simulated-microscope val sensitivity is higher than the incumbent's;
+among several, the one with the highest such sensitivity.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from train.shortcuts import colour_robust, simulated_microscopes, summary
 
 QUALIFY_GAP = 0.01
 MIN_VAL_MACRO_F1 = 0.985
+MIN_VAL_SPECIFICITY = 0.98  # issue 16's specificity target, on validation (72 benign images: at most one error)
 
 
 def validation_figures(run: Path, data: Path) -> dict:
@@ -47,6 +50,7 @@ def validation_figures(run: Path, data: Path) -> dict:
     return {
         "run": str(run),
         "val_macro_f1": as_is["macro_f1"],
+        "val_specificity": as_is["specificity"],
         "val_colour_robust_macro_f1": robust["macro_f1"],
         "qualifies": as_is["macro_f1"] - robust["macro_f1"] <= QUALIFY_GAP,
         "val_microscope_sensitivity": sensitivities,
@@ -62,6 +66,7 @@ def choose(candidates: list[dict]) -> dict:
         for c in challengers
         if c["qualifies"]
         and c["val_macro_f1"] >= MIN_VAL_MACRO_F1
+        and (c["val_specificity"] is None or c["val_specificity"] >= MIN_VAL_SPECIFICITY)
         and c["lowest_microscope_sensitivity"] > incumbent["lowest_microscope_sensitivity"]
     ]
     return max(passing, key=lambda c: c["lowest_microscope_sensitivity"]) if passing else incumbent
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in candidates:
         scopes = ", ".join(f"{name} {value:.3f}" for name, value in c["val_microscope_sensitivity"].items())
         print(
-            f"{c['run']}: val macro-F1 {c['val_macro_f1']:.4f}, colour-robust {c['val_colour_robust_macro_f1']:.4f}"
+            f"{c['run']}: val macro-F1 {c['val_macro_f1']:.4f}, specificity {c['val_specificity']}, colour-robust"
+            f" {c['val_colour_robust_macro_f1']:.4f}"
             f" ({'qualifies' if c['qualifies'] else 'does not qualify'}); val sensitivity on simulated microscopes:"
             f" {scopes}; lowest {c['lowest_microscope_sensitivity']:.3f}"
         )

@@ -22,6 +22,10 @@ class Augmentation:
     """The random microscopy augmentation of training images (applied by ``train.input_pipeline``)."""
 
     min_scale: float = 0.8  # crop side as a fraction of the image side, then resized back
+    # a deeper zoom for a share of the images: with this probability the crop side is drawn from
+    # [deep_zoom_min_scale, min_scale] instead (a higher magnification, while most images keep the training scale)
+    deep_zoom_probability: float = 0.0
+    deep_zoom_min_scale: float = 0.5
     brightness: float = 0.1  # max delta on [0, 1] pixels
     contrast: tuple[float, float] = (0.8, 1.2)
     hue: float = 0.04  # max hue rotation, fraction of the colour circle
@@ -48,6 +52,12 @@ AUGMENTATIONS = {
     # standard, with magnification up to 2x (crop side down to half): the zoom a clinic's objective or camera
     # adapter can add; larger changes are left to the app's magnification check (smearscope_core.scale)
     "zoom": Augmentation(min_scale=0.5),
+    # standard, with magnification up to 1.5x for every image: the range a clinic's objective and camera adapter
+    # give in practice (the magnification check refers fields measured beyond its band)
+    "clinic-zoom": Augmentation(min_scale=0.67),
+    # standard for half the images, the other half zoomed 1.25x-2x: zoom robustness without losing the training
+    # scale (a 2x crop of a malignant field may miss every blast: only half the images run that risk)
+    "mixed-zoom": Augmentation(deep_zoom_probability=0.5),
 }  # fmt: skip
 
 
@@ -86,6 +96,14 @@ class TrainConfig:
     learning_rate: float = field(default=2e-3, metadata=option("--lr", "peak AdamW learning rate"))
     weight_decay: float = field(default=0.01, metadata=option("--weight-decay", "AdamW weight decay"))
     warmup_epochs: int = 2  # epochs of warm-up to the peak learning rate, then cosine decay
+    ema_momentum: float = field(
+        default=0.0,
+        metadata=option(
+            "--ema-momentum",
+            "keep an exponential moving average of the weights with this per-step momentum (Polyak averaging, "
+            "e.g. 0.99) and validate, choose and save the averaged weights; 0: off",
+        ),
+    )
     dropout: float = 0.2  # before the classifier layer
     seed: int = field(default=42, metadata=option("--seed", "seed of the split, the weights and the augmentation"))
     val_fraction: float = field(

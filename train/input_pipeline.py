@@ -31,7 +31,11 @@ def augment_image(image: tf.Tensor, aug: Augmentation) -> tf.Tensor:
     x = tf.image.random_flip_left_right(x)
     x = tf.image.random_flip_up_down(x)
     x = tf.image.rot90(x, tf.random.uniform([], 0, 4, dtype=tf.int32))
-    side = tf.cast(tf.cast(size, tf.float32) * tf.random.uniform([], aug.min_scale, 1.0), tf.int32)
+    scale = tf.random.uniform([], aug.min_scale, 1.0)
+    if aug.deep_zoom_probability:
+        deep = tf.random.uniform([], aug.deep_zoom_min_scale, aug.min_scale)
+        scale = tf.where(tf.random.uniform([]) < aug.deep_zoom_probability, deep, scale)
+    side = tf.cast(tf.cast(size, tf.float32) * scale, tf.int32)
     x = tf.image.random_crop(x, tf.stack([side, side, 3]))
     x = tf.image.resize(x, tf.stack([size, size]), method="bilinear", antialias=True)
     x = tf.image.random_brightness(x, aug.brightness)

@@ -410,7 +410,12 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, base: BaseRun 
             warmup_steps=warmup,
         )
         model.compile(
-            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+            optimizer=keras.optimizers.AdamW(
+                learning_rate=schedule,
+                weight_decay=config.weight_decay,
+                use_ema=config.ema_momentum > 0,
+                ema_momentum=config.ema_momentum or 0.99,
+            ),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
@@ -431,7 +436,9 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, base: BaseRun 
         train_data,
         epochs=config.epochs,
         class_weight=dict(enumerate(weights)),
-        callbacks=[stopper],
+        # with weight averaging, the averaged weights are in the model at each epoch's end: the stopper validates
+        # and keeps those, and restores the best of them at the end
+        callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True), stopper] if config.ema_momentum else [stopper],
         shuffle=False,  # the tf.data pipeline already shuffles
         verbose=0,
     )
