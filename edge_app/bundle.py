@@ -17,12 +17,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_app.runtime import TFLiteModel
 from smearscope_core.files import CARD_FILE, TFLITE_FILE, sha256_of
 from smearscope_core.model_card import ModelCardError, read_card
 
 
 class BundleError(ValueError):
     """The bundle cannot be used; the message is one clear sentence."""
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """Where a bundle's feature vectors come from: the model file, its named output and its input side."""
+
+    path: Path
+    output: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,22 @@ class ModelBundle:
         """The feature extractor the card's ``features`` section names, or None when the bundle has none."""
         section = self.card.get("features")
         return self.folder / section["file"] if section else None
+
+    def feature_source(self, source: str) -> FeatureSource:
+        """The feature vectors of ``source``: "features" (the card's feature extractor) or "embedding" (the
+        classifier's own embedding output). The one place both the app's site path and a site calibration read
+        this from the card."""
+        if source == "features":
+            section = self.card.get("features")
+            if not section:
+                raise BundleError(
+                    f"The bundle {self.folder} has no feature extractor (features.tflite and the card's features "
+                    "section)."
+                )
+            return FeatureSource(
+                self.folder / section["file"], section["output"]["name"], int(section["input"]["height"])
+            )
+        return FeatureSource(self.model_path, TFLiteModel.EMBEDDING, int(self.card["input"]["height"]))
 
     @property
     def warnings(self) -> list[str]:

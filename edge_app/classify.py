@@ -209,22 +209,17 @@ class Classifier:
             self.mapping = ColourMapping.from_section(site["colour_mapping"])
         except ColourMappingError as error:
             raise BundleError(f"The site calibration in {folder} cannot be used: {error}") from None
-        source = site["features"]["source"]
-        if source == "features":
-            section = self.bundle.card.get("features")
-            if not section:
-                raise BundleError(f"The site calibration in {folder} reads a feature extractor its card does not name.")
-            self.feature_model = load_model(self.bundle, self.bundle.features_path, num_threads)
-            self.vector_output = section["output"]["name"]
-            self.input_size = int(section["input"]["height"])
-            model, wanted = self.feature_model, (self.input_size, int(section["input"]["width"]), 3)
-            if model.input_shape[1:] != wanted:
+        source = self.bundle.feature_source(site["features"]["source"])
+        self.vector_output, self.input_size = source.output, source.size
+        if source.path == self.bundle.model_path:
+            model = self.model
+        else:
+            self.feature_model = model = load_model(self.bundle, source.path, num_threads)
+            if model.input_shape[1:] != (source.size, source.size, 3):
                 raise BundleError(
                     f"The feature extractor in {folder} takes input {model.input_shape}, but its card says "
-                    f"{self.input_size}px RGB."
+                    f"{source.size}px RGB."
                 )
-        else:
-            model = self.model
         if self.vector_output not in model.named_outputs:
             raise BundleError(f"The site calibration in {folder} reads the output {self.vector_output!r}, which its "
                               "model does not have.")  # fmt: skip

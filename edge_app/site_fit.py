@@ -759,22 +759,17 @@ class SiteCalibration:
 
     def _extractor(self, source: str) -> tuple[TFLiteModel, str, int]:
         """The model that gives ``source``'s feature vectors, the output's name, and its input size."""
-        card, folder = self.base.card, self.base.folder
-        if source == "features":
-            section = card.get("features")
-            if not section:
-                raise InputError(
-                    f"The base bundle {folder} has no feature extractor (features.tflite and the card's features "
-                    "section): convert it with --features efficientnet-lite0, or calibrate with --features embedding."
-                )
-            model = self._load(self.base.features_path)
-            output, size = section["output"]["name"], int(section["input"]["height"])
-        else:
-            model = self._load(self.base.model_path)
-            output, size = TFLiteModel.EMBEDDING, int(card["input"]["height"])
-        if output not in model.named_outputs:
-            raise InputError(f"The base bundle's {source} model in {folder} has no {output!r} output.")
-        return model, output, size
+        try:
+            where = self.base.feature_source(source)
+        except BundleError as error:
+            raise InputError(
+                f"{str(error)[:-1]}: convert it with --features efficientnet-lite0, or calibrate with --features "
+                "embedding."
+            ) from None
+        model = self._load(where.path)
+        if where.output not in model.named_outputs:
+            raise InputError(f"The base bundle's {source} model in {self.base.folder} has no {where.output!r} output.")
+        return model, where.output, where.size
 
     def _load(self, path: Path | None) -> TFLiteModel:
         """One of the base bundle's models on the runtime, as the app loads it; its sentence as bad input."""
@@ -816,7 +811,7 @@ class SiteCalibration:
         threshold = float(np.quantile(feature_distance, DEFAULT_QUANTILE))
         embedding = {
             "method": "knn-cosine",
-            "output": self._extractor_output(),
+            "output": self.base.feature_source(self.source).output,
             "dimensions": int(vectors.shape[1]),
             "k": DEFAULT_K,
             "threshold": threshold,
@@ -840,11 +835,6 @@ class SiteCalibration:
         referred = np.any(np.stack(list(by.values())), axis=0)
         return {"ood": ood, "embedding_ood": embedding, "reference": reference, "by": by, "referred": referred,
                 "summary": summary}  # fmt: skip
-
-    def _extractor_output(self) -> str:
-        if self.source == "features":
-            return str(self.base.card["features"]["output"]["name"])
-        return TFLiteModel.EMBEDDING
 
     def _card(
         self, classes: list[dict], counts: dict[str, int], mapping: dict, output: str, head: SiteHead,
