@@ -150,6 +150,24 @@ class MacroF1EarlyStopping(keras.callbacks.Callback):
             log.info(f"restored best weights from epoch {self.best_epoch} (val macro-F1 {self.best_f1:.4f})")
 
 
+def make_optimizer(config: TrainConfig, schedule: keras.optimizers.schedules.LearningRateSchedule) -> keras.Optimizer:
+    """AdamW with the run's weight decay and, with ``ema_momentum``, an exponential moving average of the weights."""
+    return keras.optimizers.AdamW(
+        learning_rate=schedule,
+        weight_decay=config.weight_decay,
+        use_ema=config.ema_momentum > 0,
+        ema_momentum=config.ema_momentum or 0.99,
+    )
+
+
+def fit_callbacks(config: TrainConfig, stopper: MacroF1EarlyStopping) -> list[keras.callbacks.Callback]:
+    """The stopper, after a swap of the averaged weights into the model at each epoch's end when the run averages
+    them: validation then reads, and the stopper keeps and finally restores, the averaged weights."""
+    if not config.ema_momentum:
+        return [stopper]
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), stopper]
+
+
 CLUSTER_JOBS = ("chief", "worker")  # the TF_CONFIG jobs that train; TensorFlow's chief is "chief", else worker 0
 _ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}")  # host:port, [IPv6]:port
 
@@ -410,12 +428,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, base: BaseRun 
             warmup_steps=warmup,
         )
         model.compile(
-            optimizer=keras.optimizers.AdamW(
-                learning_rate=schedule,
-                weight_decay=config.weight_decay,
-                use_ema=config.ema_momentum > 0,
-                ema_momentum=config.ema_momentum or 0.99,
-            ),
+            optimizer=make_optimizer(config, schedule),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
@@ -436,9 +449,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, base: BaseRun 
         train_data,
         epochs=config.epochs,
         class_weight=dict(enumerate(weights)),
-        # with weight averaging, the averaged weights are in the model at each epoch's end: the stopper validates
-        # and keeps those, and restores the best of them at the end
-        callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True), stopper] if config.ema_momentum else [stopper],
+        callbacks=fit_callbacks(config, stopper),
         shuffle=False,  # the tf.data pipeline already shuffles
         verbose=0,
     )
