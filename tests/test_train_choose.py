@@ -1,6 +1,8 @@
 """The rule that chooses the default among candidate runs (train/choose.py), on made-up validation figures."""
 
-from train.choose import choose
+import pytest
+
+from train.choose import choose, paired_comparison
 
 
 def candidate(run: str, f1: float, robust: float, lowest: float, specificity: float | None = 1.0) -> dict:
@@ -19,3 +21,14 @@ def test_a_challenger_replaces_the_incumbent_only_when_every_condition_holds():
     assert choose([incumbent, candidate("D", 0.988, 0.985, 0.975, None)])["run"] == "D"  # no benign class
     best = choose([incumbent, candidate("D", 0.988, 0.985, 0.960), candidate("E", 0.986, 0.985, 0.980)])
     assert best["run"] == "E"
+
+
+def test_paired_comparison_counts_the_images_only_one_model_catches() -> None:
+    incumbent = {"val_microscope_caught": [1, 1, 0, 0, 1, 0, 1, 1]}
+    challenger = {"val_microscope_caught": [1, 0, 1, 1, 1, 1, 1, 1]}
+    paired = paired_comparison(incumbent, challenger)
+    assert (paired["only_challenger"], paired["only_incumbent"]) == (3, 1)
+    assert paired["p_value"] == pytest.approx(0.625)  # two-sided exact binomial, 3 of 4 discordant: 10/16
+    assert paired_comparison(incumbent, incumbent) == {"only_challenger": 0, "only_incumbent": 0, "p_value": 1.0}
+    with pytest.raises(ValueError, match="same validation images"):
+        paired_comparison(incumbent, {"val_microscope_caught": [1, 0]})

@@ -12,6 +12,11 @@ the incumbent when it qualifies (colour-robust val macro-F1 within ``QUALIFY_GAP
 val macro-F1 is at least ``MIN_VAL_MACRO_F1``, its val malignant specificity as is at least
 ``MIN_VAL_SPECIFICITY``, and its lowest simulated-microscope val sensitivity is higher than the incumbent's;
 among several, the one with the highest such sensitivity.
+
+Beside the rule (not part of it), each challenger is compared with the incumbent image by image: over every
+malignant val image under every simulated microscope, how many only the challenger catches and how many only
+the incumbent does, with McNemar's exact p-value (``paired_comparison``). A difference of a few images is
+within chance on one split; this says how far within (docs/training.md, the fourth round).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import argparse
 import json
 from functools import partial
 from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest
 
 from smearscope_core.calibration import softmax
 from smearscope_core.colour import colour_target
@@ -45,8 +53,12 @@ def validation_figures(run: Path, data: Path) -> dict:
     val = splits["val"]
     as_is = summary(classification_metrics(val.labels, softmax(logits_of(val.images), temperature), names, malignant))
     robust = colour_robust(logits_of, val, colour_target(splits["train"].images), temperature, names, malignant)
-    microscopes = simulated_microscopes(logits_of, val, names, malignant)
+    predictions: dict[str, np.ndarray] = {}
+    microscopes = simulated_microscopes(logits_of, val, names, malignant, predictions)
     sensitivities = {name: figures["sensitivity"] for name, figures in microscopes.items()}
+    is_malignant = np.asarray(malignant)
+    positive = is_malignant[val.labels]
+    caught = np.concatenate([is_malignant[predictions[name]][positive] for name in sorted(predictions)])
     return {
         "run": str(run),
         "val_macro_f1": as_is["macro_f1"],
@@ -55,7 +67,20 @@ def validation_figures(run: Path, data: Path) -> dict:
         "qualifies": as_is["macro_f1"] - robust["macro_f1"] <= QUALIFY_GAP,
         "val_microscope_sensitivity": sensitivities,
         "lowest_microscope_sensitivity": min(sensitivities.values()),
+        "val_microscope_caught": caught.astype(int).tolist(),  # malignant val images x microscopes, sorted by name
     }
+
+
+def paired_comparison(incumbent: dict, challenger: dict) -> dict:
+    """Malignant val images (under every simulated microscope) that only one of the two catches, and McNemar's
+    exact p-value: how likely a split this uneven is when the two models are equally good."""
+    a, b = np.asarray(incumbent["val_microscope_caught"]), np.asarray(challenger["val_microscope_caught"])
+    if a.shape != b.shape:
+        raise ValueError("The runs were not scored on the same validation images; compare runs of one manifest.")
+    only_challenger, only_incumbent = int((b & ~a.astype(bool)).sum()), int((a & ~b.astype(bool)).sum())
+    discordant = only_challenger + only_incumbent
+    p_value = binomtest(only_challenger, discordant, 0.5).pvalue if discordant else 1.0
+    return {"only_challenger": only_challenger, "only_incumbent": only_incumbent, "p_value": float(p_value)}
 
 
 def choose(candidates: list[dict]) -> dict:
@@ -87,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             f" {c['val_colour_robust_macro_f1']:.4f}"
             f" ({'qualifies' if c['qualifies'] else 'does not qualify'}); val sensitivity on simulated microscopes:"
             f" {scopes}; lowest {c['lowest_microscope_sensitivity']:.3f}"
+        )
+    for c in candidates[1:]:
+        paired = paired_comparison(candidates[0], c)
+        print(
+            f"{c['run']} against {candidates[0]['run']}, malignant val images under the simulated microscopes: "
+            f"{paired['only_challenger']} caught by the challenger only, {paired['only_incumbent']} by the "
+            f"incumbent only (McNemar exact p = {paired['p_value']:.3f})"
         )
     print(f"chosen: {chosen['run']}")
     if args.json:

@@ -153,14 +153,21 @@ def shortcuts_section(
 
 
 def simulated_microscopes(
-    logits_of: Callable[[np.ndarray], np.ndarray], test: RunSplit, class_names: list[str], malignant: list[bool]
+    logits_of: Callable[[np.ndarray], np.ndarray],
+    test: RunSplit,
+    class_names: list[str],
+    malignant: list[bool],
+    predictions: dict[str, np.ndarray] | None = None,
 ) -> dict:
-    """The raw model (argmax, no refer check) on the test split as each of ``MICROSCOPES`` would show it."""
+    """The raw model (argmax, no refer check) on the test split as each of ``MICROSCOPES`` would show it; each
+    microscope's predicted classes also go into ``predictions`` when given (for paired comparisons)."""
     results = {}
     for name, microscope in MICROSCOPES.items():
         probs = softmax(logits_of(simulate(test.images, microscope)))
         metrics = classification_metrics(test.labels, probs, class_names, malignant)
         results[name] = {"description": microscope.description, **summary(metrics)}
+        if predictions is not None:
+            predictions[name] = probs.argmax(1)
     return results
 
 
