@@ -28,11 +28,12 @@ class BundleError(ValueError):
 
 @dataclass(frozen=True)
 class FeatureSource:
-    """Where a bundle's feature vectors come from: the model file, its named output and its input side."""
+    """Where a bundle's feature vectors come from: the model file, its named output and its input's size."""
 
     path: Path
     output: str
-    size: int
+    size: int  # input height
+    width: int
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,12 @@ class ModelBundle:
                     f"The bundle {self.folder} has no feature extractor (features.tflite and the card's features "
                     "section)."
                 )
+            size = section["input"]
             return FeatureSource(
-                self.folder / section["file"], section["output"]["name"], int(section["input"]["height"])
+                self.folder / section["file"], section["output"]["name"], int(size["height"]), int(size["width"])
             )
-        return FeatureSource(self.model_path, TFLiteModel.EMBEDDING, int(self.card["input"]["height"]))
+        size = self.card["input"]
+        return FeatureSource(self.model_path, TFLiteModel.EMBEDDING, int(size["height"]), int(size["width"]))
 
     @property
     def warnings(self) -> list[str]:

@@ -215,7 +215,7 @@ class Classifier:
             model = self.model
         else:
             self.feature_model = model = load_model(self.bundle, source.path, num_threads)
-            if model.input_shape[1:] != (source.size, source.size, 3):
+            if model.input_shape[1:] != (source.size, source.width, 3):
                 raise BundleError(
                     f"The feature extractor in {folder} takes input {model.input_shape}, but its card says "
                     f"{source.size}px RGB."

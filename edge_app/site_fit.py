@@ -649,7 +649,7 @@ class SiteCalibration:
         threshold = choose_abstain_threshold(labels, softmax(out_of_fold, temperature), TARGET_ACCURACY)
         benign_bar = fit_benign_bar(labels, softmax(out_of_fold, temperature), malignant)
 
-        checks = self._unfamiliarity(vectors, statistics, scales, labels, folds, base_size)
+        checks = self._unfamiliarity(vectors, statistics, scales, labels, folds, base_size, output)
         probs, thresholds, bars = cross_fitted(labels, out_of_fold, folds, malignant)
         unsure_model = model_unsure(probs, thresholds, bars, malignant)
         referred = unsure_model | checks["referred"]
@@ -763,8 +763,7 @@ class SiteCalibration:
             where = self.base.feature_source(source)
         except BundleError as error:
             raise InputError(
-                f"{str(error)[:-1]}: convert it with --features efficientnet-lite0, or calibrate with --features "
-                "embedding."
+                f"{error} Convert it with --features efficientnet-lite0, or calibrate with --features embedding."
             ) from None
         model = self._load(where.path)
         if where.output not in model.named_outputs:
@@ -780,7 +779,7 @@ class SiteCalibration:
 
     def _unfamiliarity(
         self, vectors: np.ndarray, statistics: np.ndarray, scales: np.ndarray, labels: np.ndarray,
-        folds: np.ndarray, size: int,
+        folds: np.ndarray, size: int, output: str,
     ) -> dict:  # fmt: skip
         """The site's unfamiliarity checks (card ``ood`` and ``embedding_ood``), thresholds from out-of-fold
         distances, and which site images each would refer."""
@@ -811,7 +810,7 @@ class SiteCalibration:
         threshold = float(np.quantile(feature_distance, DEFAULT_QUANTILE))
         embedding = {
             "method": "knn-cosine",
-            "output": self.base.feature_source(self.source).output,
+            "output": output,
             "dimensions": int(vectors.shape[1]),
             "k": DEFAULT_K,
             "threshold": threshold,

@@ -74,10 +74,11 @@ def validation_figures(run: Path, data: Path) -> dict:
 def paired_comparison(incumbent: dict, challenger: dict) -> dict:
     """Malignant val images (under every simulated microscope) that only one of the two catches, and McNemar's
     exact p-value: how likely a split this uneven is when the two models are equally good."""
-    a, b = np.asarray(incumbent["val_microscope_caught"]), np.asarray(challenger["val_microscope_caught"])
+    a = np.asarray(incumbent["val_microscope_caught"], dtype=bool)
+    b = np.asarray(challenger["val_microscope_caught"], dtype=bool)
     if a.shape != b.shape:
         raise ValueError("The runs were not scored on the same validation images; compare runs of one manifest.")
-    only_challenger, only_incumbent = int((b & ~a.astype(bool)).sum()), int((a & ~b.astype(bool)).sum())
+    only_challenger, only_incumbent = int((b & ~a).sum()), int((a & ~b).sum())
     discordant = only_challenger + only_incumbent
     p_value = binomtest(only_challenger, discordant, 0.5).pvalue if discordant else 1.0
     return {"only_challenger": only_challenger, "only_incumbent": only_incumbent, "p_value": float(p_value)}
