@@ -10,17 +10,48 @@ def candidate(run: str, f1: float, robust: float, lowest: float, specificity: fl
             "lowest_microscope_sensitivity": lowest, "val_specificity": specificity}  # fmt: skip
 
 
-def test_a_challenger_replaces_the_incumbent_only_when_every_condition_holds():
-    incumbent = candidate("B", 0.9895, 0.9850, 0.941)
-    assert choose([incumbent, candidate("D", 0.988, 0.985, 0.975)])["run"] == "D"
-    assert choose([incumbent, candidate("D", 0.984, 0.980, 0.990)])["run"] == "B"  # val macro-F1 below 0.985
-    assert choose([incumbent, candidate("D", 0.995, 0.970, 0.990)])["run"] == "B"  # colour-robust gap 0.025
-    assert choose([incumbent, candidate("D", 0.995, 0.990, 0.941)])["run"] == "B"  # not better under the microscopes
-    assert choose([incumbent, candidate("D", 0.988, 0.985, 0.975, 0.972)])["run"] == "B"  # two benign val errors
-    assert choose([incumbent, candidate("D", 0.988, 0.985, 0.975, 0.986)])["run"] == "D"  # one is allowed
-    assert choose([incumbent, candidate("D", 0.988, 0.985, 0.975, None)])["run"] == "D"  # no benign class
-    best = choose([incumbent, candidate("D", 0.988, 0.985, 0.960), candidate("E", 0.986, 0.985, 0.980)])
-    assert best["run"] == "E"
+def test_lowest_microscope_rule_of_rounds_3_and_4():
+    def pick(*challengers: dict) -> str:
+        return choose([candidate("B", 0.9895, 0.9850, 0.941), *challengers], "lowest-microscope")["run"]
+
+    assert pick(candidate("D", 0.988, 0.985, 0.975)) == "D"
+    assert pick(candidate("D", 0.984, 0.980, 0.990)) == "B"  # val macro-F1 below 0.985
+    assert pick(candidate("D", 0.995, 0.970, 0.990)) == "B"  # colour-robust gap 0.025
+    assert pick(candidate("D", 0.995, 0.990, 0.941)) == "B"  # not better under the microscopes
+    assert pick(candidate("D", 0.988, 0.985, 0.975, 0.972)) == "B"  # two benign val errors
+    assert pick(candidate("D", 0.988, 0.985, 0.975, 0.986)) == "D"  # one is allowed
+    assert pick(candidate("D", 0.988, 0.985, 0.975, None)) == "D"  # no benign class
+    assert pick(candidate("D", 0.988, 0.985, 0.960), candidate("E", 0.986, 0.985, 0.980)) == "E"
+
+
+def scoped(run: str, caught: list[int], sensitivity: dict, specificity: dict, f1: float = 0.99) -> dict:
+    """A candidate for the paired rule: which malignant val images it catches, and its figures per microscope."""
+    return {**candidate(run, f1, f1, min(sensitivity.values())), "val_microscope_caught": caught,
+            "val_microscope_sensitivity": sensitivity, "val_microscope_specificity": specificity}  # fmt: skip
+
+
+def test_paired_rule_of_round_5_wants_more_images_caught_and_no_microscope_worse():
+    incumbent = scoped("B", [1, 1, 0, 0, 1, 0, 1, 1], {"weak": 0.99, "zoom": 0.96}, {"weak": 0.94, "zoom": 0.99})
+
+    def pick(*challengers: dict) -> str:
+        return choose([incumbent, *challengers])["run"]
+
+    gains = [1, 1, 1, 1, 1, 0, 1, 1]  # two more caught, none lost
+    assert pick(scoped("J", gains, {"weak": 0.99, "zoom": 0.97}, {"weak": 0.94, "zoom": 0.99})) == "J"
+    # a microscope's sensitivity or specificity may fall within the margins (0.01; 0.07), not beyond
+    assert pick(scoped("J", gains, {"weak": 0.981, "zoom": 0.99}, {"weak": 0.875, "zoom": 0.99})) == "J"
+    assert pick(scoped("J", gains, {"weak": 0.975, "zoom": 0.99}, {"weak": 0.94, "zoom": 0.99})) == "B"
+    assert pick(scoped("J", gains, {"weak": 0.99, "zoom": 0.99}, {"weak": 0.65, "zoom": 0.99})) == "B"
+    # as many lost as gained is no gain, whatever the hardest microscope says
+    swapped = [1, 0, 1, 0, 1, 0, 1, 1]
+    assert pick(scoped("J", swapped, {"weak": 0.99, "zoom": 0.99}, {"weak": 0.94, "zoom": 0.99})) == "B"
+    # the three common conditions still hold: here val macro-F1 below 0.985
+    assert pick(scoped("J", gains, {"weak": 0.99, "zoom": 0.97}, {"weak": 0.94, "zoom": 0.99}, f1=0.98)) == "B"
+    # among several: the largest net gain, then the best val macro-F1
+    one = [1, 1, 1, 0, 1, 0, 1, 1]
+    figures = ({"weak": 0.99, "zoom": 0.97}, {"weak": 0.94, "zoom": 0.99})
+    assert pick(scoped("J", one, *figures, f1=0.995), scoped("K", gains, *figures)) == "K"
+    assert pick(scoped("J", gains, *figures, f1=0.995), scoped("K", gains, *figures)) == "J"
 
 
 def test_paired_comparison_counts_the_images_only_one_model_catches() -> None:

@@ -58,6 +58,12 @@ AUGMENTATIONS = {
     # standard for half the images, the other half zoomed 1.25x-2x: zoom robustness without losing the training
     # scale (a 2x crop of a malignant field may miss every blast: only half the images run that risk)
     "mixed-zoom": Augmentation(deep_zoom_probability=0.5),
+    # mixed-zoom with the stain preset's colour changes: zoom robustness without losing benign specificity under
+    # a weaker or stronger stain (mixed-zoom alone called pale benign fields malignant: docs/training.md, round 4)
+    "mixed-zoom-stain": Augmentation(
+        deep_zoom_probability=0.5, hue=0.06, saturation=(0.6, 1.4), od_scale=0.25, od_shift=0.05, white_balance=0.1,
+        gamma=(0.75, 1.33),
+    ),
 }  # fmt: skip
 
 
