@@ -10,7 +10,9 @@ Per row and bundle: referred share, accuracy of the answered images, wrong answe
 answered benign (with the worst confidence) and, a lesser error, ALL answered as another ALL subtype. Each
 score a Result carries (image statistics, max softmax, energy from the logits, and the embedding distance
 and field scale once the app fills them) is compared between the unchanged test images and each row by
-AUROC. The targets of issue 11 (section 5) are evaluated per group, with how far a missed one is off.
+AUROC. The targets of issue 11 (section 5) are evaluated per group, with how far a missed one is off. The ship
+check of a new default (docs/training.md, fifth round) sums, per bundle, the ALL images answered benign without
+a referral over the as-is, same-smear and other-microscope rows; the first ``--bundle`` is the incumbent.
 
 Writes bench/results/<date>-<host>-outoflab.{json,md} and prints the Markdown. Needs .venv (scikit-learn).
 """
@@ -52,6 +54,9 @@ SCORES = {  # key in the results -> what it is, for the tables
     "field_scale": "field scale (abs log `scale_ratio`)",
 }
 LISTED = 5  # ALL-answered-benign files listed per row in the JSON, the most confident first
+# The rows a new default's ship check sums (docs/training.md, fifth round): a challenger replaces the default only
+# if, on the validation split, it answers no more ALL images benign without a referral here than the default.
+SHIP_CHECK_GROUPS = (AS_IS, SAME_SMEAR, OTHER_MICROSCOPE)
 
 log = logger("bench")
 
@@ -151,6 +156,22 @@ class Tally:
             "top_reasons": [[reason, count] for reason, count in self.reasons.most_common(3)],
             "score_medians": {key: float(np.median(values)) for key, values in self.scores.items()},
         }
+
+
+def silent_benign(tallies: dict[str, dict[str, Tally]], groups: dict[str, str]) -> dict:
+    """Per bundle, the ALL images answered benign without a referral over the rows of ``SHIP_CHECK_GROUPS``, as
+    image-rows (an image counts once per row) and as distinct images; with several bundles, whether each later one
+    passes the ship check against the first (the incumbent): no more image-rows than it."""
+    keys = list(next(iter(tallies.values())))
+    counted = {}
+    for key in keys:
+        files = [name for row, by_bundle in tallies.items() if groups[row] in SHIP_CHECK_GROUPS
+                 for _, name in by_bundle[key].all_answered_benign_files]  # fmt: skip
+        counted[key] = {"image_rows": len(files), "distinct_images": len(set(files))}
+    incumbent = counted[keys[0]]["image_rows"]
+    for key in keys[1:]:
+        counted[key]["passes_ship_check"] = counted[key]["image_rows"] <= incumbent
+    return {"groups": list(SHIP_CHECK_GROUPS), "incumbent": keys[0], "bundles": counted}
 
 
 def auroc(negatives: list[float], positives: list[float]) -> float | None:
@@ -413,6 +434,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
         "rows": results_rows,
         "auroc": aurocs,
         "targets": {key: evaluate(results_rows, key) for key in screeners},
+        "silent_benign": silent_benign(tallies, {name: group for name, (group, _, _) in rows.items()}),
         "unreadable": unreadable,
     }
 
@@ -441,6 +463,26 @@ def bundle_line(key: str, facts: dict) -> str:
     return f"- `{key}`: {facts['name']} ({facts['path']}), temperature {facts['temperature']:.3f}{mismatch}"
 
 
+def silent_benign_table(found: dict) -> list[str]:
+    several = len(found["bundles"]) > 1
+    text = [
+        "### ALL answered benign without a referral (" + ", ".join(found["groups"]) + ")",
+        "",
+        "| bundle | image-rows | distinct images |" + (" ship check against the first |" if several else ""),
+        "|---|---|---|" + ("---|" if several else ""),
+    ]
+    for key, counted in found["bundles"].items():
+        verdict = (
+            ""
+            if not several
+            else " incumbent |"
+            if key == found["incumbent"]
+            else (" passes |" if counted["passes_ship_check"] else " **fails** |")
+        )
+        text.append(f"| `{key}` | {counted['image_rows']} | {counted['distinct_images']} |{verdict}")
+    return [*text, ""]
+
+
 def markdown_table(results: dict) -> str:
     limited = f", every k-th image, at most {results['limit']}" if results["limit"] else ""
     text = [
@@ -450,6 +492,7 @@ def markdown_table(results: dict) -> str:
         "",
         *(bundle_line(key, facts) for key, facts in results["bundles"].items()),
         "",
+        *silent_benign_table(results["silent_benign"]),
     ]
     for key in results["bundles"]:
         heading = f" - `{key}`" if len(results["bundles"]) > 1 else ""

@@ -12,7 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bench.outoflab import EXTERNAL, TARGETS, TOTAL, Tally, evaluate, main, markdown_table, scores
+from bench.outoflab import (
+    EXTERNAL,
+    TARGETS,
+    TOTAL,
+    Tally,
+    evaluate,
+    main,
+    markdown_table,
+    scores,
+    silent_benign,
+    silent_benign_table,
+)
 from bench.shifts import AS_IS, GENERATED, GROUPS, MODEL, MUST_REFER, ORIGINAL, SCENES, SHIFTS, apply_shift
 from edge_app.classify import Result
 from smearscope_core.errors import ExitCode
@@ -163,6 +174,32 @@ def test_targets_say_what_is_missed_and_by_how_much() -> None:
     assert external["met"] is True and external["note"] == "lab: referred 75.0%, benign 25.0%"
 
 
+def test_ship_check_counts_silent_benign_answers_on_all_over_its_groups_only() -> None:
+    malignant = frozenset({"Early", "Pre", "Pro"})
+    groups = {"as is": AS_IS, "turned": "same smear", "blur": "zoom & other microscope", "hue": MUST_REFER}
+    tallies = {row: {"B": Tally(malignant), "J": Tally(malignant)} for row in groups}
+
+    def answer(row: str, bundle: str, name: str, label: str = "Benign", truth: str = "Early") -> None:
+        tallies[row][bundle].add(result(label, 0.97, label != "Benign"), truth, name, 1.0)
+
+    answer("as is", "B", "Early-1.jpg")
+    answer("turned", "B", "Early-1.jpg")  # the same image under another row: one more image-row, not a new image
+    answer("as is", "J", "Early-1.jpg")
+    answer("blur", "J", "Early-2.jpg")
+    answer("blur", "J", "Pre-3.jpg", truth="Pre")
+    answer("hue", "B", "Early-4.jpg")  # a must-refer row: counted by its own target, not by the ship check
+    answer("hue", "B", "Early-5.jpg")
+    answer("as is", "J", "Benign-6.jpg", truth="Benign")  # right, and a benign image: not counted
+    answer("turned", "J", "Pro-7.jpg", label="Pre", truth="Pro")  # another subtype: the lesser error
+    found = silent_benign(tallies, groups)
+    assert found["incumbent"] == "B"
+    assert found["bundles"]["B"] == {"image_rows": 2, "distinct_images": 1}
+    assert found["bundles"]["J"] == {"image_rows": 3, "distinct_images": 3, "passes_ship_check": False}
+    assert "| `J` | 3 | 3 | **fails** |" in silent_benign_table(found)
+    tallies["blur"]["J"] = Tally(malignant)  # without its blur misses J has as many as B: it passes
+    assert silent_benign(tallies, groups)["bundles"]["J"]["passes_ship_check"] is True
+
+
 def test_missing_dataset_or_bundle_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--data", str(tmp_path / "absent"), "--no-external"]) == ExitCode.BAD_INPUT
     assert main(["--data", str(tmp_path), "--manifest", str(tmp_path / "none.csv")]) == ExitCode.BAD_INPUT
@@ -191,6 +228,10 @@ def test_real_test_split_through_every_shift(tmp_path: Path, capsys: pytest.Capt
         assert figures["correct"] + figures["wrong_not_referred"] + figures["wrong_subtype"] == figures["answered"]
         assert figures["all_answered_benign"] + figures["benign_answered_all"] <= figures["wrong_not_referred"]
     assert [(t["group"], t["target"]) for t in results["targets"][key]] == [(t.group, t.text) for t in TARGETS]
+    silent = results["silent_benign"]["bundles"][key]
+    assert silent["image_rows"] == sum(row["bundles"][key]["all_answered_benign"] for row in results["rows"].values()
+                                       if row["group"] in results["silent_benign"]["groups"])  # fmt: skip
+    assert silent["distinct_images"] <= min(silent["image_rows"], 6) and "passes_ship_check" not in silent
     for target in results["targets"][key]:
         measured = target["group"] != EXTERNAL or external
         assert target["met"] in ((True, False) if measured else (None,)), target

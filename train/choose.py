@@ -21,6 +21,9 @@ its val macro-F1 is at least ``MIN_VAL_MACRO_F1`` and its val malignant specific
   microscope its val sensitivity falls more than ``MAX_MICROSCOPE_SENSITIVITY_LOSS`` or its val specificity
   more than ``MAX_MICROSCOPE_SPECIFICITY_LOSS`` below the incumbent's (no trading one lab for another, and
   no paler stain turned malignant); among several, the largest net gain, then the best val macro-F1.
+The run this command chooses is not yet the default: converted, it must also pass the ship check through the app
+on the validation split (``python -m bench.outoflab --split val --no-external --bundle DEFAULT --bundle NEW``:
+no more ALL images answered benign without a referral than the default; docs/training.md, fifth round).
 """
 
 from __future__ import annotations
