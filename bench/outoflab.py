@@ -472,14 +472,12 @@ def silent_benign_table(found: dict) -> list[str]:
         "|---|---|---|" + ("---|" if several else ""),
     ]
     for key, counted in found["bundles"].items():
-        verdict = (
-            ""
-            if not several
-            else " incumbent |"
-            if key == found["incumbent"]
-            else (" passes |" if counted["passes_ship_check"] else " **fails** |")
-        )
-        text.append(f"| `{key}` | {counted['image_rows']} | {counted['distinct_images']} |{verdict}")
+        row = f"| `{key}` | {counted['image_rows']} | {counted['distinct_images']} |"
+        if several and key == found["incumbent"]:
+            row += " incumbent |"
+        elif several:
+            row += " passes |" if counted["passes_ship_check"] else " **fails** |"
+        text.append(row)
     return [*text, ""]
 
 

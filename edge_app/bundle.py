@@ -28,11 +28,11 @@ class BundleError(ValueError):
 
 @dataclass(frozen=True)
 class FeatureSource:
-    """Where a bundle's feature vectors come from: the model file, its named output and its input's size."""
+    """Where a bundle's feature vectors come from: the model file, its named output and its input's height and width."""
 
     path: Path
     output: str
-    size: int  # input height
+    height: int  # the extractor's input, in pixels
     width: int
 
 

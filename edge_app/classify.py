@@ -210,15 +210,15 @@ class Classifier:
         except ColourMappingError as error:
             raise BundleError(f"The site calibration in {folder} cannot be used: {error}") from None
         source = self.bundle.feature_source(site["features"]["source"])
-        self.vector_output, self.input_size = source.output, source.size
+        self.vector_output, self.input_size = source.output, source.height
         if source.path == self.bundle.model_path:
             model = self.model
         else:
             self.feature_model = model = load_model(self.bundle, source.path, num_threads)
-            if model.input_shape[1:] != (source.size, source.width, 3):
+            if model.input_shape[1:] != (source.height, source.width, 3):
                 raise BundleError(
                     f"The feature extractor in {folder} takes input {model.input_shape}, but its card says "
-                    f"{source.size}px RGB."
+                    f"{source.height}px RGB."
                 )
         if self.vector_output not in model.named_outputs:
             raise BundleError(f"The site calibration in {folder} reads the output {self.vector_output!r}, which its "

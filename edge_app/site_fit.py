@@ -768,7 +768,7 @@ class SiteCalibration:
         model = self._load(where.path)
         if where.output not in model.named_outputs:
             raise InputError(f"The base bundle's {source} model in {self.base.folder} has no {where.output!r} output.")
-        return model, where.output, where.size
+        return model, where.output, where.height
 
     def _load(self, path: Path | None) -> TFLiteModel:
         """One of the base bundle's models on the runtime, as the app loads it; its sentence as bad input."""

@@ -112,23 +112,26 @@ def _lowest_microscope(incumbent: dict, challengers: list[dict]) -> dict:
 
 
 def _no_microscope_worse(incumbent: dict, challenger: dict) -> bool:
-    for name, sensitivity in incumbent["val_microscope_sensitivity"].items():
-        if challenger["val_microscope_sensitivity"][name] < sensitivity - MAX_MICROSCOPE_SENSITIVITY_LOSS:
-            return False
-    for name, specificity in incumbent["val_microscope_specificity"].items():
-        theirs = challenger["val_microscope_specificity"][name]
-        if specificity is not None and theirs is not None and theirs < specificity - MAX_MICROSCOPE_SPECIFICITY_LOSS:
-            return False
+    """Under every simulated microscope, the challenger's val sensitivity and specificity within their margins of
+    the incumbent's (a figure without images to measure, None, is not compared)."""
+    for figure, margin in (
+        ("sensitivity", MAX_MICROSCOPE_SENSITIVITY_LOSS),
+        ("specificity", MAX_MICROSCOPE_SPECIFICITY_LOSS),
+    ):
+        theirs = challenger[f"val_microscope_{figure}"]
+        for name, ours in incumbent[f"val_microscope_{figure}"].items():
+            if ours is not None and theirs[name] is not None and theirs[name] < ours - margin:
+                return False
     return True
 
 
 def _paired(incumbent: dict, challengers: list[dict]) -> dict:
-    def net_gain(c: dict) -> int:
+    gains = []
+    for c in challengers:
         paired = paired_comparison(incumbent, c)
-        return paired["only_challenger"] - paired["only_incumbent"]
-
-    passing = [c for c in challengers if net_gain(c) > 0 and _no_microscope_worse(incumbent, c)]
-    return max(passing, key=lambda c: (net_gain(c), c["val_macro_f1"])) if passing else incumbent
+        gains.append((paired["only_challenger"] - paired["only_incumbent"], c))
+    passing = [(gain, c) for gain, c in gains if gain > 0 and _no_microscope_worse(incumbent, c)]
+    return max(passing, key=lambda pair: (pair[0], pair[1]["val_macro_f1"]))[1] if passing else incumbent
 
 
 # The rules a choice can be made by (--rule): what each round added to the three common conditions.
