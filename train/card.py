@@ -106,6 +106,8 @@ def _training_section(config: TrainConfig, data: PreparedData, fit: FitResult, t
         f"weight decay {config.weight_decay}"
         + (f", weight average (EMA) momentum {config.ema_momentum}" if config.ema_momentum else ""),
         "class_weights": "balanced",
+        "loss": "sparse cross-entropy"
+        + (f" + {config.screening_weight} x -log P(malignant) on malignant images" if config.screening_weight else ""),
         "augmentation": asdict(config.augmentation) if config.augment else None,
         "init_weights": str(config.init_weights) if config.init_weights else None,
         "fit_seconds": round(fit.seconds, 1),

@@ -111,6 +111,14 @@ class TrainConfig:
         ),
     )
     dropout: float = 0.2  # before the classifier layer
+    screening_weight: float = field(
+        default=0.0,
+        metadata=option(
+            "--screening-weight",
+            "extra loss on each malignant training image: this x -log P(any malignant class), so a malignant image "
+            "called benign costs more than a benign one called malignant (train/loss.py); 0: plain cross-entropy",
+        ),
+    )
     seed: int = field(default=42, metadata=option("--seed", "seed of the split, the weights and the augmentation"))
     val_fraction: float = field(
         default=0.15, metadata=option("--val-fraction", "share of the images held out for validation")

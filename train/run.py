@@ -40,6 +40,7 @@ from train.config import STRATEGIES, TrainConfig
 from train.dataset import METADATA_FILE, ClassInfo, PreparedData, load_class_metadata, scan_dataset
 from train.dedup import group_duplicates, perceptual_hashes
 from train.input_pipeline import make_dataset
+from train.loss import ScreeningCrossEntropy
 from train.metrics import classification_metrics, expected_calibration_error, macro_f1, selective
 from train.model import (
     ARCHITECTURES,
@@ -429,7 +430,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, base: BaseRun 
         )
         model.compile(
             optimizer=make_optimizer(config, schedule),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            loss=ScreeningCrossEntropy(malignant, config.screening_weight),
             metrics=["accuracy"],
         )
     stopper = MacroF1EarlyStopping(eval_data["val"], arrays["val"][1], len(names), config.patience, config.epochs)
