@@ -78,7 +78,7 @@ pi-check: $(EDGE_VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
-# Train the default model (about 15 minutes on 2 CPU cores); writes $(RUN)/.
+# Train the default model (about 36 minutes on 2 CPU cores shared with another run); writes $(RUN)/.
 train: $(VENV)/.installed
 	$(BIN)/python -m train --out $(RUN)
 

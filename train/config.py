@@ -95,15 +95,15 @@ class TrainConfig:
     architecture: str = field(
         default="small", metadata=option("--arch", "MobileNetV3 size", choices=["small", "large"])
     )
-    image_size: int = field(default=128, metadata=option("--image-size", "square model input side in pixels"))
+    image_size: int = field(default=160, metadata=option("--image-size", "square model input side in pixels"))
     epochs: int = field(default=60, metadata=option("--epochs", "maximum epochs"))
-    patience: int = field(default=15, metadata=option("--patience", "epochs without val macro-F1 gain before stopping"))
+    patience: int = field(default=60, metadata=option("--patience", "epochs without val macro-F1 gain before stopping"))
     batch_size: int = field(default=32, metadata=option("--batch-size", "training batch size"))
     learning_rate: float = field(default=2e-3, metadata=option("--lr", "peak AdamW learning rate"))
     weight_decay: float = field(default=0.01, metadata=option("--weight-decay", "AdamW weight decay"))
     warmup_epochs: int = 2  # epochs of warm-up to the peak learning rate, then cosine decay
     ema_momentum: float = field(
-        default=0.0,
+        default=0.99,
         metadata=option(
             "--ema-momentum",
             "keep an exponential moving average of the weights with this per-step momentum (Polyak averaging, "
@@ -112,7 +112,7 @@ class TrainConfig:
     )
     dropout: float = 0.2  # before the classifier layer
     screening_weight: float = field(
-        default=0.0,
+        default=1.0,
         metadata=option(
             "--screening-weight",
             "extra loss on each malignant training image: this x -log P(any malignant class), so a malignant image "
@@ -164,7 +164,8 @@ class TrainConfig:
         ),
     )
     augment: bool = field(default=True, metadata=option("--no-augment", "train without augmentation"))
-    # The default since 2026-11-24 (docs/training.md, "choosing a colour-robust default"): both on.
+    # The default since 2026-11-24 (docs/training.md, "choosing a colour-robust default"): both on. Input size,
+    # patience, weight averaging, screening weight and augmentation are round 6's candidate L (2026-12-07).
     colour_standardise: bool = field(
         default=True,
         metadata=option(
@@ -184,7 +185,7 @@ class TrainConfig:
     abstain_target_accuracy: float = 0.99  # the abstain threshold is the lowest at which val reaches this accuracy
     name: str | None = field(default=None, metadata=option("--name", "model name for the card"))
     augmentation_preset: str = field(
-        default="standard",
+        default="mixed-zoom",
         metadata=option(
             "--augmentation", "augmentation variant (train/config.py AUGMENTATIONS)", choices=list(AUGMENTATIONS)
         ),

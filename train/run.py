@@ -400,6 +400,9 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, base: BaseRun 
         _check_same_split(strategy, data.manifest_sha256)
     names = [c.name for c in data.classes]
     malignant = [c.malignant for c in data.classes]
+    if config.screening_weight and (all(malignant) or not any(malignant)):
+        log.info("screening weight ignored: every class is of one kind, so there is no benign mass to price")
+        config = replace(config, screening_weight=0.0)
     by_split = {s: [r for r in data.rows if r.split == s] for s in ("train", "val", "test")}
     for split, rows in by_split.items():
         if not rows:
