@@ -275,8 +275,8 @@ def prepare_finetune(config: TrainConfig) -> tuple[TrainConfig, BaseRun]:
 
     The network's shape (architecture, input size, dropout, colour standardisation) is read from the base model, so
     its weights fit; the peak learning rate is ``finetune_lr_factor`` times the base run's, over ``finetune_epochs``
-    with a shorter warm-up: the training routine itself is unchanged. Refuses a site whose classes are not the base
-    run's (one sentence), before any image is read.
+    with a shorter warm-up and no weight average: the training routine itself is unchanged. Refuses a site whose
+    classes are not the base run's (one sentence), before any image is read.
     """
     base = Path(config.finetune)
     if not (base / KERAS_FILE).is_file():
@@ -310,17 +310,22 @@ def prepare_finetune(config: TrainConfig) -> tuple[TrainConfig, BaseRun]:
         learning_rate=base_learning_rate * config.finetune_lr_factor,
         epochs=config.finetune_epochs,
         warmup_epochs=config.finetune_warmup_epochs,
+        # no weight average: over a fine-tune's few hundred steps one at 0.99 would keep much of the base's weights
+        # (the from-scratch default's average spans about 100 steps of a 4,320-step run)
+        ema_momentum=0.0,
         name=config.name or f"{card['name']}-finetuned-{Path(config.data).name}",
     )
     defaults = TrainConfig(out=config.out)
     overridden = [flag for flag, field_name in (("--arch", "architecture"), ("--image-size", "image_size"),
                                                 ("--lr", "learning_rate"), ("--epochs", "epochs"),
-                                                ("--init-weights", "init_weights"))
+                                                ("--init-weights", "init_weights"),
+                                                ("--ema-momentum", "ema_momentum"))
                   if getattr(config, field_name) != getattr(defaults, field_name)]  # fmt: skip
     if overridden:
         ignored = ", ".join(overridden)
         log.warning(f"{ignored} do not apply to a fine-tune and were ignored: the network is the base run's, the "
-                    f"rate {config.finetune_lr_factor} x its rate, the epochs --finetune-epochs")  # fmt: skip
+                    f"rate {config.finetune_lr_factor} x its rate, the epochs --finetune-epochs, no weight "
+                    "average")  # fmt: skip
     record = {
         "name": card["name"],
         "run_folder": str(base),
