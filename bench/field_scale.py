@@ -39,8 +39,10 @@ from PIL import Image, ImageFilter
 from bench.measure import PROJECT_ROOT, limit_suffix, machine_facts, run_script
 from smearscope_core.console import logger, progress
 from smearscope_core.errors import InputError
+from smearscope_core.files import CARD_FILE
 from smearscope_core.imaging import load_rgb, model_pixels
 from smearscope_core.manifest import read_manifest
+from smearscope_core.model_card import read_card
 from smearscope_core.ood import FEATURE_NAMES, image_features
 from smearscope_core.paths import DEFAULT_DATASET, EXTERNAL_DEV_DATASET
 from smearscope_core.scale import METHOD, METHOD_VERSION, ScaleCheck, field_scale, fit_scale
@@ -72,13 +74,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--manifest", type=Path, default=PROJECT_ROOT / "runs" / "default" / "manifest.csv",
                         help="the split manifest (a run folder's manifest.csv)")  # fmt: skip
     parser.add_argument("--external", type=Path, default=EXTERNAL_DEV_DATASET, help="folder of other labs' images")
-    parser.add_argument("--size", type=int, default=128, help="the model's input side in pixels")
+    parser.add_argument("--size", type=int, help="the model's input side in pixels (default: the manifest's run's)")
     parser.add_argument("--limit", type=int, default=0, help="every k-th image, at most N per split (0: all)")
     parser.add_argument("--compare", action="store_true", help="also fit and measure two simpler scale figures")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     if args.limit < 0:
         parser.error("--limit must be 0 (all images) or more")
+    if args.size is None:  # the check is fitted at the input side of the model it ships with
+        card = args.manifest.parent / CARD_FILE
+        if not card.is_file():
+            parser.error(f"--size is needed: {card} does not exist to say the model's input side")
+        args.size = int(read_card(card)["input"]["height"])
     return args
 
 
