@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from smearscope_core.calibration import softmax
 from train.loss import ScreeningCrossEntropy
 
 MALIGNANT = [False, True, True, True]
@@ -27,7 +28,7 @@ def test_screening_term_by_hand() -> None:
     of benign; the term is added to malignant images only, scaled by the weight."""
     logits = np.array([[3, 0, 0, 1], [0, 2, 0, 0], [5, 0, 0, 0]], "float32")
     labels = np.array([1, 0, 3])
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    probs = softmax(logits)
     cross_entropy = -np.log(probs[np.arange(3), labels])
     term = np.array([1, 0, 1]) * -np.log(probs[:, 1:].sum(1))
     got = _per_image(ScreeningCrossEntropy(MALIGNANT, 2.0), labels, logits)
@@ -60,8 +61,7 @@ def test_the_weight_moves_doubt_on_malignant_images_away_from_benign() -> None:
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4)])
         model.compile(optimizer=keras.optimizers.Adam(0.05), loss=ScreeningCrossEntropy(MALIGNANT, weight))
         model.fit(features, labels, batch_size=50, epochs=30, verbose=0)
-        logits = model.predict(features, verbose=0)
-        return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        return softmax(model.predict(features, verbose=0))
 
     plain, weighted = fit(0.0), fit(3.0)
     malignant, benign = labels > 0, labels == 0

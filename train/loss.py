@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from train.metrics import has_screening_question
+
 
 class ScreeningCrossEntropy(keras.losses.Loss):
     """Per-image sparse cross-entropy on logits + ``screening_weight`` x -log P(malignant) on malignant images."""
@@ -21,7 +23,7 @@ class ScreeningCrossEntropy(keras.losses.Loss):
         super().__init__(name=name)
         if screening_weight < 0:
             raise ValueError(f"screening_weight must be >= 0, not {screening_weight}")
-        if screening_weight and not (any(malignant) and not all(malignant)):
+        if screening_weight and not has_screening_question(malignant):
             raise ValueError("a screening weight needs at least one malignant and one benign class")
         self.malignant = [bool(m) for m in malignant]
         self.screening_weight = float(screening_weight)

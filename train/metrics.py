@@ -53,9 +53,14 @@ def selective(
     }
 
 
+def has_screening_question(malignant: list[bool]) -> bool:
+    """Whether the classes pose the malignant-vs-benign question: at least one class of each kind."""
+    return any(malignant) and not all(malignant)
+
+
 def screening(y_true: np.ndarray, y_pred: np.ndarray, malignant: list[bool]) -> dict | None:
     """Malignant-vs-benign: sensitivity (malignant caught) and specificity (benign cleared)."""
-    if all(malignant) or not any(malignant):
+    if not has_screening_question(malignant):
         return None
     flag = np.asarray(malignant)
     tn, fp, fn, tp = confusion_matrix(flag[y_true], flag[y_pred], labels=[False, True]).ravel()

@@ -41,7 +41,13 @@ from train.dataset import METADATA_FILE, ClassInfo, PreparedData, load_class_met
 from train.dedup import group_duplicates, perceptual_hashes
 from train.input_pipeline import make_dataset
 from train.loss import ScreeningCrossEntropy
-from train.metrics import classification_metrics, expected_calibration_error, macro_f1, selective
+from train.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    has_screening_question,
+    macro_f1,
+    selective,
+)
 from train.model import (
     ARCHITECTURES,
     architecture_name,
@@ -405,7 +411,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, base: BaseRun 
         _check_same_split(strategy, data.manifest_sha256)
     names = [c.name for c in data.classes]
     malignant = [c.malignant for c in data.classes]
-    if config.screening_weight and (all(malignant) or not any(malignant)):
+    if config.screening_weight and not has_screening_question(malignant):
         log.info("screening weight ignored: every class is of one kind, so there is no benign mass to price")
         config = replace(config, screening_weight=0.0)
     by_split = {s: [r for r in data.rows if r.split == s] for s in ("train", "val", "test")}
